@@ -1,0 +1,183 @@
+"""Tiny random Qwen-VL models, built offline, for tests and the demo.
+
+`build_tiny_model(family, out_dir)` writes a directory that `from_pretrained` loads: a randomly
+initialised model of the family's real architecture (a few layers, small widths), a byte-level BPE
+tokenizer trained here on a small built-in corpus, and the family's real processor classes. Nothing
+is downloaded. Users with real checkpoints never need this module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2Tokenizer
+
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5")
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# Words the demo and tests use, so that answers are short token sequences the tiny model can learn.
+_CORPUS = """
+red green blue yellow purple orange white black grey gray circle square triangle shape colour color
+left right up down moves moving dot direction the a an is what which of in on image video frame frames
+<think> </think> <answer> </answer> answer think because so therefore yes no true false
+0 1 2 3 4 5 6 7 8 9 10 100 1000 seconds second box point label points boxes
+Question: Answer with one word. Look at the picture. Watch the clip. Which way does the dot move?
+通过 不通过 理由: 理由： 图片 检查 安装 接地线 线缆 挡风板 合格 不合格 正装
+system user assistant You are a helpful assistant.
+"""
+
+# A ChatML template with Qwen-VL's vision placeholders, so prompts render exactly as with real checkpoints.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{%- endif -%}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' or 'image' in part -%}<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- elif part['type'] == 'video' or 'video' in part -%}<|vision_start|><|video_pad|><|vision_end|>"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+)
+
+_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "max_position_embeddings": 4096}  # fmt: skip
+
+
+def _vision(family: str, patch_size: int, out: int) -> dict:
+    common = {"depth": 2, "num_heads": 2, "patch_size": patch_size, "spatial_merge_size": 2, "temporal_patch_size": 2}
+    if family == "qwen2_vl":
+        return {**common, "embed_dim": 32, "hidden_size": out, "mlp_ratio": 2}
+    if family == "qwen2_5_vl":
+        return {**common, "hidden_size": 32, "intermediate_size": 64, "out_hidden_size": out,
+                "fullatt_block_indexes": [1], "window_size": 56}  # fmt: skip
+    vision = {**common, "hidden_size": 32, "intermediate_size": 64, "out_hidden_size": out,
+              "num_position_embeddings": 64}  # fmt: skip
+    if family != "qwen3_5":
+        vision["deepstack_visual_indexes"] = [0]
+    return vision
+
+
+def _config(family: str, vocab_size: int, token_ids: dict[str, int], **text_overrides) -> dict:
+    text = {**_TEXT, **text_overrides, "vocab_size": vocab_size, "tie_word_embeddings": False}
+    text.update(bos_token_id=None, eos_token_id=token_ids["<|im_end|>"], pad_token_id=token_ids["<|endoftext|>"])
+    head_half = text["hidden_size"] // text["num_attention_heads"] // 2  # mrope splits half of the head dim
+    if family in ("qwen2_vl", "qwen2_5_vl"):
+        text["rope_parameters"] = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
+        patch = 14
+    else:
+        text["head_dim"] = 2 * head_half
+        text["rope_parameters"] = {"rope_type": "default", "mrope_section": [4, 2, 2], "mrope_interleaved": True,
+                                   "rope_theta": 5e5}  # fmt: skip
+        patch = 16
+    if family == "qwen3_vl_moe":
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
+    if family == "qwen3_5":
+        text.update(layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2,
+                    linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16)  # fmt: skip
+        text["rope_parameters"]["partial_rotary_factor"] = 1.0
+    return {
+        "model_type": family,
+        "text_config": text,
+        "vision_config": _vision(family, patch, text["hidden_size"]),
+        "image_token_id": token_ids["<|image_pad|>"],
+        "video_token_id": token_ids["<|video_pad|>"],
+        "vision_start_token_id": token_ids["<|vision_start|>"],
+        "vision_end_token_id": token_ids["<|vision_end|>"],
+        "tie_word_embeddings": False,
+    }
+
+
+def build_tokenizer(vocab_size: int = 600) -> Qwen2Tokenizer:
+    """A byte-level BPE tokenizer trained deterministically on the built-in corpus."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_CORPUS.split("\n") * 4, trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=state["vocab"], merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0, **text_overrides) -> Path:
+    """Write a tiny random `family` model + tokenizer + processor to `out_dir` and return the path.
+
+    >>> import tempfile
+    >>> path = build_tiny_model("qwen2_5_vl", tempfile.mkdtemp())
+    >>> AutoModelForImageTextToText.from_pretrained(path).config.model_type
+    'qwen2_5_vl'
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer()
+    token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config_dict = _config(family, len(tokenizer), token_ids, **text_overrides)
+
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(**config_dict)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    model.generation_config.eos_token_id = token_ids["<|im_end|>"]
+    model.generation_config.pad_token_id = token_ids["<|endoftext|>"]
+    model.generation_config.do_sample = True
+    model.save_pretrained(out_dir)
+
+    tokenizer.save_pretrained(out_dir)
+    processor = _processor(family, tokenizer)
+    processor.save_pretrained(out_dir)
+    # Re-load once so a broken save fails here, not in the first test that uses it.
+    AutoProcessor.from_pretrained(out_dir)
+    return out_dir
+
+
+def _processor(family: str, tokenizer: Qwen2Tokenizer):
+    from transformers import (
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    patch = 14 if family in ("qwen2_vl", "qwen2_5_vl") else 16
+    factor = patch * 2
+    # Small default budgets: the tiny model should see a handful of tokens per image, not thousands.
+    size = {"shortest_edge": 4 * factor**2, "longest_edge": 64 * factor**2}
+    image_processor = Qwen2VLImageProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
+    video_cls = Qwen2VLVideoProcessor if patch == 14 else Qwen3VLVideoProcessor
+    video_processor = video_cls(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
+    processor_cls = {"qwen2_vl": Qwen2VLProcessor, "qwen2_5_vl": Qwen2_5_VLProcessor}.get(family, Qwen3VLProcessor)
+    return processor_cls(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
