@@ -1,0 +1,26 @@
+"""The media layer: rows → distinct images/videos → processor tensors, each decoded once under its budget."""
+
+from .budget import MediaBudget
+from .decode import DecodedImage, DecodedVideo, decode_video, load_image, natural_key, probe_video
+from .refs import MEDIA_COLUMNS, MediaError, MediaRef, drop_none, split_row
+from .resolver import MediaCache, MediaResolver, Processed, RowMedia, strip_media_columns
+
+__all__ = [
+    "MEDIA_COLUMNS",
+    "DecodedImage",
+    "DecodedVideo",
+    "MediaBudget",
+    "MediaCache",
+    "MediaError",
+    "MediaRef",
+    "MediaResolver",
+    "Processed",
+    "RowMedia",
+    "decode_video",
+    "drop_none",
+    "load_image",
+    "natural_key",
+    "probe_video",
+    "split_row",
+    "strip_media_columns",
+]

@@ -1,0 +1,54 @@
+"""Pixel and frame budgets, with Qwen's names, and per-row overrides."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+# Keys a row may override by giving a dict instead of a bare path (`{"path": ..., "fps": 1.0}`).
+_VIDEO_OVERRIDES = {
+    "fps": "video_fps",
+    "min_frames": "video_min_frames",
+    "max_frames": "video_max_frames",
+    "min_pixels": "video_min_pixels",
+    "max_pixels": "video_max_pixels",
+    "total_pixels": "video_total_pixels",
+}
+_IMAGE_OVERRIDES = {"min_pixels": "min_pixels", "max_pixels": "max_pixels"}
+# Not budgets but facts about the source: the rate at which a folder or list of frames was extracted.
+SOURCE_KEYS = {"path", "image", "video", "native_fps", "video_start", "video_end"}
+
+
+@dataclass(frozen=True)
+class MediaBudget:
+    """How much of each image and video the model is shown. `None` means the processor's default."""
+
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    video_fps: float = 2.0
+    video_min_frames: int = 4
+    video_max_frames: int = 16
+    video_min_pixels: int | None = None
+    video_max_pixels: int | None = None
+    video_total_pixels: int | None = None
+
+    @classmethod
+    def from_args(cls, args: Any) -> MediaBudget:
+        """Read the budget fields off any config object that has them (e.g. `QwenGRPOConfig`)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+    def with_overrides(self, kind: str, overrides: dict[str, Any], where: str) -> MediaBudget:
+        """Apply a row's per-media overrides; unknown keys are an error rather than silently ignored."""
+        names = _VIDEO_OVERRIDES if kind == "video" else _IMAGE_OVERRIDES
+        unknown = set(overrides) - set(names) - SOURCE_KEYS
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown {kind} option(s) {sorted(unknown)}; expected any of {sorted(names)} "
+                f"(plus {sorted(SOURCE_KEYS & {'path', 'native_fps', 'video_start', 'video_end'})})"
+            )
+        return replace(self, **{names[k]: v for k, v in overrides.items() if k in names and v is not None})
+
+    def key(self, kind: str) -> tuple:
+        """The part of the budget that changes how `kind` media is decoded (used in cache keys)."""
+        values = asdict(self)
+        return tuple(v for k, v in values.items() if k.startswith("video_") == (kind == "video"))

@@ -1,0 +1,196 @@
+"""Load images and decode videos under their budgets, with named errors for bad files.
+
+Frame counts and sizes follow qwen-vl-utils (`smart_nframes`, `smart_resize`) so that a model sees what
+it saw in pre-training. Videos are decoded with decord, after a probe in a child process: decord can
+abort the whole interpreter on some corrupt files, and a training run must survive that as an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from qwen_vl_utils.vision_process import calculate_video_frame_range, smart_nframes, smart_resize
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from .budget import MediaBudget
+from .refs import MediaError, MediaRef
+
+_FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DEFAULT_FRAMES_FPS = 2.0  # qwen-vl-utils' assumption for pre-extracted frames
+
+
+@dataclass
+class DecodedImage:
+    image: Image.Image  # resized to the budget, RGB
+    original_size: tuple[int, int]  # (w, h)
+
+
+@dataclass
+class DecodedVideo:
+    frames: torch.Tensor  # (T, C, H, W) uint8, resized to the budget
+    frame_indices: list[int]
+    native_fps: float
+    total_frames: int
+    original_size: tuple[int, int]  # (w, h)
+    sampled_fps: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The rate actually sampled after frame capping: what temporal position ids must be built from.
+        span = self.frame_indices[-1] - self.frame_indices[0] + 1 if len(self.frame_indices) > 1 else 1
+        self.sampled_fps = len(self.frame_indices) / max(span, 1) * self.native_fps
+
+    @property
+    def timestamps(self) -> list[float]:
+        return [i / self.native_fps for i in self.frame_indices]
+
+
+def natural_key(name: str) -> list:
+    """Sort key so that frame_2.jpg comes before frame_10.jpg."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _open_image(source: Any, label: str) -> Image.Image:
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise MediaError(f"image file not found: {label}")
+        try:
+            image = Image.open(path)
+            image.load()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise MediaError(f"cannot read image {label}: {exc}") from exc
+    if image.mode == "RGBA":  # composite on white like qwen-vl-utils, rather than dropping alpha to black
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.split()[3])
+        return background
+    return image.convert("RGB")
+
+
+def _resize_hw(h: int, w: int, factor: int, min_pixels: int, max_pixels: int, label: str) -> tuple[int, int]:
+    try:
+        return smart_resize(h, w, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    except (ValueError, AssertionError) as exc:
+        raise MediaError(
+            f"{label}: cannot fit {w}x{h} into the pixel budget [{min_pixels}, {max_pixels}]: {exc}"
+        ) from exc
+
+
+def load_image(ref: MediaRef, factor: int, default_min: int, default_max: int) -> DecodedImage:
+    image = _open_image(ref.source, ref.label)
+    w, h = image.size
+    max_px = ref.budget.max_pixels or default_max
+    min_px = ref.budget.min_pixels or min(default_min, max_px)  # a lowered max also lowers the default min
+    rh, rw = _resize_hw(h, w, factor, min_px, max_px, ref.label)
+    resized = image if (rw, rh) == (w, h) else image.resize((rw, rh), Image.Resampling.BICUBIC)
+    return DecodedImage(resized, (w, h))
+
+
+_PROBE = (
+    "import json, sys, decord\n"
+    "vr = decord.VideoReader(sys.argv[1])\n"
+    "n = len(vr)\n"
+    "h, w = vr[0].shape[:2] if n else (0, 0)\n"
+    "if n: vr[n - 1]\n"  # decoding the last frame catches truncated files
+    "print(json.dumps([n, vr.get_avg_fps(), w, h]))\n"
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe_cached(path: str, size: int, mtime_ns: int) -> tuple[int, float, int, int]:
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as exc:
+        raise MediaError(f"cannot read video {path}: probing it took over 120 s") from exc
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or [f"decoder exited with status {proc.returncode}"])[-1]
+        raise MediaError(f"cannot read video {path}: {reason[:300]}")
+    n, fps, w, h = json.loads(proc.stdout.strip().splitlines()[-1])
+    return n, fps, w, h
+
+
+def probe_video(path: str | os.PathLike) -> tuple[int, float, int, int]:
+    """(frames, fps, width, height) of a video file, read in a child process; MediaError if unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise MediaError(f"video file not found: {path}")
+    stat = p.stat()
+    return _probe_cached(str(p), stat.st_size, stat.st_mtime_ns)
+
+
+def _sample_indices(ref: MediaRef, total: int, fps: float) -> list[int]:
+    b: MediaBudget = ref.budget
+    if total < 2 or not fps or fps <= 0:
+        raise MediaError(f"video {ref.label} has {total} frame(s) at {fps} fps; at least 2 frames are needed")
+    ele = {"fps": b.video_fps, "min_frames": b.video_min_frames, "max_frames": b.video_max_frames}
+    src = ref.source if isinstance(ref.source, dict) else {}
+    ele.update({k: src[k] for k in ("video_start", "video_end") if k in src})
+    try:
+        start, end, count = calculate_video_frame_range(ele, total, fps)
+        n = smart_nframes(ele, total_frames=count, video_fps=fps)
+    except (ValueError, AssertionError) as exc:
+        raise MediaError(f"video {ref.label}: cannot sample frames ({total} frames at {fps:.3g} fps): {exc}") from exc
+    return torch.linspace(start, end, n).round().long().tolist()
+
+
+def _frame_sources(ref: MediaRef) -> list | None:
+    """The frames of a folder or list source, naturally sorted; None for a video file."""
+    if isinstance(ref.source, (list, tuple)):
+        return list(ref.source)
+    path = Path(ref.source)
+    if path.is_dir():
+        frames = sorted(
+            (p for p in path.iterdir() if p.suffix.lower() in _FRAME_SUFFIXES), key=lambda p: natural_key(p.name)
+        )
+        if not frames:
+            raise MediaError(f"frame folder {ref.label} has no {'/'.join(_FRAME_SUFFIXES)} files")
+        return frames
+    return None
+
+
+def decode_video(ref: MediaRef, factor: int, default_min: int, default_max: int) -> DecodedVideo:
+    frames_src = _frame_sources(ref)
+    if frames_src is None:
+        total, fps, w, h = probe_video(ref.source)
+        indices = _sample_indices(ref, total, fps)
+        import decord
+
+        try:
+            batch = decord.VideoReader(str(ref.source)).get_batch(indices).asnumpy()
+        except Exception as exc:  # decord raises its own DECORDError types
+            raise MediaError(f"cannot decode video {ref.label}: {exc}") from exc
+        frames = torch.from_numpy(batch).permute(0, 3, 1, 2)
+    else:
+        fps = ref.native_fps or DEFAULT_FRAMES_FPS
+        total = len(frames_src)
+        indices = _sample_indices(ref, total, fps)
+        images = [_open_image(frames_src[i], f"frame {i} of {ref.label}") for i in indices]
+        sizes = {im.size for im in images}
+        if len(sizes) > 1:
+            raise MediaError(f"frames of {ref.label} differ in size: {sorted(sizes)}")
+        w, h = images[0].size
+        frames = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2)
+
+    b = ref.budget
+    max_px = b.video_max_pixels or default_max
+    min_px = b.video_min_pixels or min(default_min, max_px)
+    if b.video_total_pixels:  # spread the total over the frames, as qwen-vl-utils does
+        max_px = max(min(max_px, b.video_total_pixels / len(indices) * 2), int(min_px * 1.05))
+    rh, rw = _resize_hw(h, w, factor, min_px, math.floor(max_px), ref.label)
+    if (rh, rw) != (h, w):
+        frames = TF.resize(frames, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return DecodedVideo(frames.contiguous(), indices, float(fps), total, (w, h))

@@ -1,0 +1,163 @@
+"""From a trainer row to its prompt (placeholders only) and the ordered list of media it refers to.
+
+A row carries media either in columns (`image`, `images`, `video`, `videos`, TRL's convention, matched
+in order to `{"type": "image"}` / `{"type": "video"}` placeholders) or inline in the messages
+(`{"type": "video", "video": "clip.mp4"}`). Either way the result is the same: a prompt whose media
+parts are bare placeholders (cheap to log, pickle and gather) plus one `MediaRef` per placeholder.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .budget import MediaBudget
+
+MEDIA_COLUMNS = ("image", "images", "video", "videos")
+KINDS = ("image", "video")
+
+
+class MediaError(ValueError):
+    """Bad media in a row: the message names the row, the file and what was expected."""
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """One image or video a prompt refers to, with the budget it is decoded under."""
+
+    kind: str  # "image" | "video"
+    source: Any  # path, PIL image, list of frames (paths or PIL images), or a folder of frames
+    budget: MediaBudget
+    native_fps: float | None = None  # for frame folders/lists: the rate the frames were extracted at
+    label: str = ""  # human-readable source, for error messages
+
+    @property
+    def key(self) -> tuple:
+        """Identity of the decoded result: same file (by path, size, mtime) and same budget → same tensors."""
+        return (self.kind, _identity(self.source), self.budget.key(self.kind), self.native_fps)
+
+
+def _identity(source: Any) -> Any:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            stat = path.stat()
+        except OSError:
+            return ("missing", str(path))
+        return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if isinstance(source, Image.Image):
+        # Datasets hand out a fresh PIL object per access, so identity must come from the pixels.
+        return ("pil", source.size, source.mode, hashlib.blake2b(source.tobytes(), digest_size=16).hexdigest())
+    if isinstance(source, (list, tuple)):
+        return tuple(_identity(s) for s in source)
+    if isinstance(source, dict):
+        return tuple(sorted((k, _identity(v)) for k, v in source.items()))
+    return repr(source)
+
+
+def _label(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Image.Image):
+        return f"<in-memory image {source.size[0]}x{source.size[1]}>"
+    if isinstance(source, (list, tuple)):
+        return f"<{len(source)} frames{': ' + _label(source[0]) + ', ...' if source else ''}>"
+    return f"<{type(source).__name__}>"
+
+
+def drop_none(value: Any) -> Any:
+    """Arrow fills absent keys of content parts with None (`{"type": "video", "text": None}`); drop them."""
+    if isinstance(value, dict):
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_none(v) for v in value]
+    return value
+
+
+def _make_ref(kind: str, value: Any, budget: MediaBudget, where: str) -> MediaRef:
+    if isinstance(value, dict):
+        overrides = drop_none(value)
+        source = overrides.get("path", overrides.get(kind))
+        if source is None:
+            raise MediaError(f"{where}: a {kind} given as a dict needs a 'path' key, got keys {sorted(overrides)}")
+        budget = budget.with_overrides(kind, overrides, where)
+        return MediaRef(kind, source, budget, overrides.get("native_fps"), _label(source))
+    if value is None:
+        raise MediaError(f"{where}: a {kind} entry is empty (None)")
+    return MediaRef(kind, value, budget, None, _label(value))
+
+
+def _column_media(row: dict, kind: str) -> list:
+    single, many = row.get(kind), row.get(f"{kind}s")
+    if single is not None and many:
+        raise MediaError(f"both '{kind}' and '{kind}s' columns are set; use one")
+    if single is not None:
+        return [single]
+    return list(many or [])
+
+
+def split_row(row: dict, budget: MediaBudget, index: int) -> tuple[list[dict], list[MediaRef]]:
+    """Return the row's prompt with bare media placeholders, and its media in placeholder order."""
+    where = f"row {index}"
+    if "prompt" not in row or not isinstance(row["prompt"], list):
+        raise MediaError(f"{where}: 'prompt' must be a list of chat messages, got {type(row.get('prompt')).__name__}")
+    prompt = copy.copy(drop_none(row["prompt"]))
+    columns = {kind: _column_media(row, kind) for kind in KINDS}
+    refs: list[MediaRef] = []
+    cursor = dict.fromkeys(KINDS, 0)
+    placeholders = dict.fromkeys(KINDS, 0)
+
+    # TRL's convention for string prompts: column media go before the text of the first user turn.
+    if not any(isinstance(m.get("content"), list) for m in prompt) and any(columns.values()):
+        first_user = next((i for i, m in enumerate(prompt) if m.get("role") == "user"), None)
+        if first_user is None:
+            raise MediaError(f"{where}: media columns are set but the prompt has no user message")
+        parts = [{"type": k} for k in KINDS for _ in columns[k]]
+        prompt[first_user] = {
+            **prompt[first_user],
+            "content": [*parts, {"type": "text", "text": prompt[first_user]["content"]}],
+        }
+
+    for m, message in enumerate(prompt):
+        content = message.get("content")
+        if not isinstance(content, list):
+            prompt[m] = {**message, "content": [{"type": "text", "text": content or ""}]}
+            continue
+        new_content = []
+        for part in content:
+            kind = part.get("type")
+            if kind not in KINDS:
+                new_content.append(part)
+                continue
+            placeholders[kind] += 1
+            inline = part.get(kind)
+            if inline is None and any(k in part for k in ("path", "fps", "max_frames", "max_pixels")):
+                inline = {k: v for k, v in part.items() if k != "type"}
+            if inline is not None:
+                refs.append(_make_ref(kind, inline, budget, where))
+            elif cursor[kind] < len(columns[kind]):
+                refs.append(_make_ref(kind, columns[kind][cursor[kind]], budget, where))
+                cursor[kind] += 1
+            else:
+                n_col = len(columns[kind])
+                raise MediaError(
+                    f"{where}: the prompt has more {kind} placeholders ({placeholders[kind]}+) than "
+                    f"{kind} media given ({n_col} in the '{kind}'/'{kind}s' columns)"
+                )
+            new_content.append({"type": kind})
+        prompt[m] = {**message, "content": new_content}
+
+    for kind in KINDS:
+        if cursor[kind] != len(columns[kind]):
+            files = ", ".join(_label(v if not isinstance(v, dict) else v.get("path")) for v in columns[kind])
+            raise MediaError(
+                f"{where}: {len(columns[kind])} {kind}(s) given ({files}) but the prompt has "
+                f"{placeholders[kind]} {kind} placeholder(s) to match them"
+            )
+    return prompt, refs

@@ -1,0 +1,214 @@
+"""Resolve a batch of trainer rows into prompt ids and processor tensors, each distinct medium once.
+
+`MediaResolver.resolve(rows)` is the one place where media are decoded and preprocessed. Rows that share
+an image or video (the G copies GRPO makes of every prompt, or a dataset that reuses a clip) share one
+`Processed` object; its tensors are concatenated per forward pass only. Placeholder expansion uses the
+processor's own `replace_image_token` / `replace_video_token`, so every family's token layout (Qwen3-VL's
+per-frame timestamps included) is exactly the processor's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers.video_utils import VideoMetadata
+
+from .budget import MediaBudget
+from .decode import DecodedImage, DecodedVideo, decode_video, load_image
+from .refs import MEDIA_COLUMNS, MediaError, MediaRef, split_row
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Processed:
+    """One distinct image or video, preprocessed once: its patches, grid and placeholder text."""
+
+    kind: str
+    pixel_values: torch.Tensor  # (patches, dim)
+    grid_thw: torch.Tensor  # (1, 3)
+    replacement: str  # the placeholder token string the processor expands it to
+    info: dict[str, Any]  # geometry handed to rewards
+    second_per_grid_t: float | None = None  # video only: seconds per temporal patch, from the sampled fps
+
+    @property
+    def nbytes(self) -> int:
+        return self.pixel_values.numel() * self.pixel_values.element_size()
+
+
+@dataclass(eq=False)
+class RowMedia:
+    """What one trainer row needs for every pass: its prompt ids and its media, in placeholder order."""
+
+    prompt_ids: list[int]
+    images: list[Processed] = field(default_factory=list)
+    videos: list[Processed] = field(default_factory=list)
+    info: list[dict[str, Any]] = field(default_factory=list)  # per placeholder, prompt order
+
+
+class MediaCache:
+    """Preprocessed media kept across steps, bounded by bytes, least recently used evicted first."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, Processed] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple) -> Processed | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: tuple, item: Processed) -> None:
+        if item.nbytes > self.max_bytes or key in self._items:
+            return
+        self._items[key] = item
+        self._bytes += item.nbytes
+        while self._bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.nbytes
+
+
+class MediaResolver:
+    """Turns trainer rows into `RowMedia`, decoding and preprocessing each distinct medium once per call."""
+
+    def __init__(
+        self,
+        processor: Any,
+        budget: MediaBudget | None = None,
+        *,
+        max_prompt_tokens: int | None = None,
+        chat_template_kwargs: dict | None = None,
+        cache_bytes: int = 0,
+    ) -> None:
+        self.processor = processor
+        self.budget = budget or MediaBudget()
+        self.max_prompt_tokens = max_prompt_tokens
+        self.chat_template_kwargs = chat_template_kwargs or {}
+        self.cache = MediaCache(cache_bytes) if cache_bytes > 0 else None
+        ip, vp = processor.image_processor, getattr(processor, "video_processor", None)
+        self.image_factor = ip.patch_size * ip.merge_size
+        self._image_px = (ip.size["shortest_edge"], ip.size["longest_edge"])
+        self.video_factor = vp.patch_size * vp.merge_size if vp is not None else self.image_factor
+        self._video_px = (vp.size["shortest_edge"], vp.size["longest_edge"]) if vp is not None else self._image_px
+        self.temporal_patch_size = vp.temporal_patch_size if vp is not None else 2
+        self.decodes = 0  # media decoded so far (benchmarks and tests read it)
+
+    def strip(self, row: dict, index: int = 0) -> tuple[list[dict], list[MediaRef]]:
+        return split_row(row, self.budget, index)
+
+    def resolve(self, rows: list[dict], first_index: int = 0) -> list[RowMedia]:
+        distinct: dict[tuple, Processed] = {}
+        out = []
+        for i, row in enumerate(rows):
+            index = first_index + i
+            prompt, refs = split_row(row, self.budget, index)
+            processed = []
+            for ref in refs:
+                if ref.key not in distinct:
+                    distinct[ref.key] = self._processed(ref, index)
+                processed.append(distinct[ref.key])
+            out.append(self._row(prompt, processed, index))
+        return out
+
+    def _processed(self, ref: MediaRef, index: int) -> Processed:
+        cached = self.cache.get(ref.key) if self.cache is not None else None
+        if cached is not None:
+            return cached
+        try:
+            if ref.kind == "image":
+                item = self._image(load_image(ref, self.image_factor, *self._image_px))
+            else:
+                item = self._video(decode_video(ref, self.video_factor, *self._video_px))
+        except MediaError as exc:
+            raise MediaError(f"row {index}: {exc}") from exc
+        self.decodes += 1
+        if self.cache is not None:
+            self.cache.put(ref.key, item)
+        return item
+
+    def _image(self, decoded: DecodedImage) -> Processed:
+        out = self.processor.image_processor(images=[decoded.image], do_resize=False, return_tensors="pt")
+        grid = out["image_grid_thw"]
+        info = {
+            "type": "image",
+            "original_size": list(decoded.original_size),
+            "resized_size": list(decoded.image.size),
+        }
+        return Processed("image", out["pixel_values"], grid, self.processor.replace_image_token(out, 0), info)
+
+    def _video(self, decoded: DecodedVideo) -> Processed:
+        _, _, h, w = decoded.frames.shape
+        metadata = VideoMetadata(
+            total_num_frames=decoded.total_frames,
+            fps=decoded.native_fps,
+            width=w,
+            height=h,
+            frames_indices=decoded.frame_indices,
+        )
+        out = self.processor.video_processor(
+            videos=[decoded.frames],
+            video_metadata=[metadata],
+            do_sample_frames=False,
+            do_resize=False,
+            return_metadata=True,
+            return_tensors="pt",
+        )
+        info = {
+            "type": "video",
+            "original_size": list(decoded.original_size),
+            "resized_size": [w, h],
+            "frame_indices": decoded.frame_indices,
+            "fps": decoded.sampled_fps,
+            "native_fps": decoded.native_fps,
+            "timestamps": decoded.timestamps,
+        }
+        replacement = self.processor.replace_video_token(out, 0)
+        spg = self.temporal_patch_size / decoded.sampled_fps
+        return Processed("video", out["pixel_values_videos"], out["video_grid_thw"], replacement, info, spg)
+
+    def model_inputs(self, rows: list[RowMedia], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Concatenate the media tensors of `rows`, in row then placeholder order, as the model expects them."""
+        out: dict[str, torch.Tensor] = {}
+        images = [p for r in rows for p in r.images]
+        videos = [p for r in rows for p in r.videos]
+        if images:
+            out["pixel_values"] = torch.cat([p.pixel_values for p in images])
+            out["image_grid_thw"] = torch.cat([p.grid_thw for p in images])
+        if videos:
+            out["pixel_values_videos"] = torch.cat([p.pixel_values for p in videos])
+            out["video_grid_thw"] = torch.cat([p.grid_thw for p in videos])
+            # Only Qwen2.5-VL's rope reads it; the processor's input names say which family wants it.
+            if "second_per_grid_ts" in self.processor.model_input_names:
+                out["second_per_grid_ts"] = torch.tensor([p.second_per_grid_t for p in videos])
+        return {k: v.to(device) for k, v in out.items()} if device is not None else out
+
+    def _row(self, prompt: list[dict], processed: list[Processed], index: int) -> RowMedia:
+        text = self.processor.apply_chat_template(
+            prompt, add_generation_prompt=True, tokenize=False, **self.chat_template_kwargs
+        )
+        images = [p for p in processed if p.kind == "image"]
+        videos = [p for p in processed if p.kind == "video"]
+        if images or videos:
+            (text,), _ = self.processor.get_text_with_replacements(
+                [text], [p.replacement for p in images], [p.replacement for p in videos]
+            )
+        ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
+            n_vision = sum(int(p.grid_thw.prod()) // self.processor.image_processor.merge_size**2 for p in processed)
+            raise MediaError(
+                f"row {index}: prompt is {len(ids)} tokens ({n_vision} vision + {len(ids) - n_vision} text), over "
+                f"max_prompt_tokens={self.max_prompt_tokens}; lower the pixel/frame budget or shorten the text "
+                "(vision spans are never truncated)"
+            )
+        return RowMedia(ids, images, videos, [p.info for p in processed])
+
+
+def strip_media_columns(row: dict, prompt: list[dict]) -> dict:
+    """The row as TRL should see it: media columns removed, prompt with bare placeholders."""
+    return {**{k: v for k, v in row.items() if k not in MEDIA_COLUMNS}, "prompt": prompt}
