@@ -1,0 +1,45 @@
+"""`QwenGRPOConfig`: TRL's `GRPOConfig` plus media budgets, a prompt budget and freezing flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+
+@dataclass
+class QwenGRPOConfig(GRPOConfig):
+    """Only new fields; every TRL field keeps its name, default and meaning."""
+
+    min_pixels: int | None = field(
+        default=None, metadata={"help": "Minimum pixels per image after resizing (None: the processor's default)."}
+    )
+    max_pixels: int | None = field(
+        default=None, metadata={"help": "Maximum pixels per image after resizing (None: the processor's default)."}
+    )
+    video_fps: float = field(default=2.0, metadata={"help": "Frames per second sampled from each video."})
+    video_min_frames: int = field(default=4, metadata={"help": "Minimum frames sampled per video."})
+    video_max_frames: int = field(
+        default=16, metadata={"help": "Maximum frames per video; when it caps, the sampled fps (and timing) drops."}
+    )
+    video_min_pixels: int | None = field(default=None, metadata={"help": "Minimum pixels per video frame."})
+    video_max_pixels: int | None = field(default=None, metadata={"help": "Maximum pixels per video frame."})
+    video_total_pixels: int | None = field(
+        default=None, metadata={"help": "Pixel budget over all frames of a video, spread evenly over its frames."}
+    )
+    max_prompt_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Vision + text tokens allowed per prompt; a longer row is an error, never truncated."},
+    )
+    freeze_llm: bool = field(default=False, metadata={"help": "Freeze the language model (decoder and lm_head)."})
+    freeze_vision_tower: bool = field(default=True, metadata={"help": "Freeze the vision encoder blocks."})
+    freeze_aligner: bool = field(default=False, metadata={"help": "Freeze the aligner (the merger into the LLM)."})
+    lora_last_k: int | None = field(
+        default=None,
+        metadata={"help": "Train LoRA adapters on the last K decoder blocks only (needs `peft_config`-style LoRA)."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank when `lora_last_k` is set."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha when `lora_last_k` is set."})
+    media_cache_mb: int = field(
+        default=0, metadata={"help": "Keep preprocessed media across steps, up to this many MiB (0: off)."}
+    )

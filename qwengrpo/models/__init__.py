@@ -1,0 +1,15 @@
+"""Model helpers: family facts, freezing, LoRA on the last K decoder blocks."""
+
+from .families import aligner_modules, coordinate_convention, decoder_layer_names, language_model, vision_tower
+from .freeze import apply_freezing, apply_last_k_lora, trainable_parameter_names
+
+__all__ = [
+    "aligner_modules",
+    "apply_freezing",
+    "apply_last_k_lora",
+    "coordinate_convention",
+    "decoder_layer_names",
+    "language_model",
+    "trainable_parameter_names",
+    "vision_tower",
+]

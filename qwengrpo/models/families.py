@@ -1,0 +1,49 @@
+"""Model-family facts in one place: where the vision tower, aligner and decoder live, and coordinate conventions.
+
+Everything is read from the loaded model and its config, so a new Qwen-VL generation with the same layout
+works without a code change; only the coordinate convention needs a table, because it is a training-data
+convention, not something a config records.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+# How each family was trained to write boxes and points (see the Qwen2/2.5/3-VL technical reports).
+_ABSOLUTE = {"qwen2_5_vl"}  # pixels on the resized image the model saw
+
+
+def coordinate_convention(model_type: str) -> str:
+    """ "absolute" (pixels on the resized image) or "relative1000" (0–1000 of width/height)."""
+    return "absolute" if model_type in _ABSOLUTE else "relative1000"
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The `...Model` inside a `...ForConditionalGeneration`, through a PEFT wrapper if there is one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model
+
+
+def vision_tower(model: nn.Module) -> nn.Module:
+    return _inner(model).visual
+
+
+def aligner_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules that project vision features into the LLM: the merger, plus Qwen3-VL's deepstack mergers."""
+    visual = vision_tower(model)
+    modules = [visual.merger]
+    deepstack = getattr(visual, "deepstack_merger_list", None)
+    if deepstack is not None:
+        modules.append(deepstack)
+    return modules
+
+
+def language_model(model: nn.Module) -> nn.Module:
+    return _inner(model).language_model
+
+
+def decoder_layer_names(model: nn.Module) -> list[str]:
+    """Qualified names (relative to `model`) of the decoder blocks, in order."""
+    layers = language_model(model).layers
+    prefix = next(name for name, module in model.named_modules() if module is layers)
+    return [f"{prefix}.{i}" for i in range(len(layers))]

@@ -1,0 +1,164 @@
+"""`QwenGRPOTrainer`: TRL's GRPOTrainer with images and video routed into sampling and every log-prob pass."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from trl import GRPOTrainer
+
+from .config import QwenGRPOConfig
+from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, strip_media_columns
+from .models import apply_freezing, apply_last_k_lora
+
+logger = logging.getLogger(__name__)
+
+
+class QwenGRPOTrainer(GRPOTrainer):
+    """GRPO for Qwen-VL models on text, image, multi-image and video rows, mixed freely in a batch.
+
+    Rows have a conversational `prompt` plus any of the `image`, `images`, `video`, `videos` columns (matched
+    in order to `{"type": "image"}` / `{"type": "video"}` placeholders) or media inline in the messages. The
+    media layer (`qwengrpo.media`) decodes and preprocesses each distinct image/video of a generation batch
+    once, under the budgets of `QwenGRPOConfig`; every pass then takes its rows' tensors from there. TRL's own
+    media handling is bypassed by handing it rows without media columns and prompts with bare placeholders.
+
+    Overridden TRL methods, and why each must be:
+
+    - `__init__`: loads the model/processor, applies freezing and last-K LoRA, builds the media resolver, and
+      suppresses vision tokens in sampling (TRL suppresses only the image pad token, not the video one).
+    - `_generate_and_score_completions`: resolves the batch's media once, calls TRL on media-free rows and
+      attaches each row's media to the output, so shuffling/splitting carries it per row (TRL's flat
+      `pixel_values_videos` would be cut by row index and corrupted).
+    - `_tokenize_prompts`: returns the resolver's prompt ids and tensors instead of re-processing every
+      media part (TRL decodes each video again for each of the G copies).
+    - `_calculate_rewards`: gives rewards back the media columns and a `media` column with each medium's
+      effective geometry (original and resized size, sampled frame indices, fps, timestamps).
+    - `_get_per_token_logps_and_entropies`: feeds every pass (old, reference, policy) its rows' image and video
+      tensors; TRL's version slices image tensors only, so its loss forward never saw a video.
+    - `_compute_loss`: points the log-prob pass at the training micro-batch's media.
+    - `_set_signature_columns_if_needed`: keeps video columns when `remove_unused_columns=True`.
+    """
+
+    _tag_names = ["trl", "grpo", "qwengrpo"]
+
+    def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
+        args = args or QwenGRPOConfig(output_dir="outputs/qwengrpo")
+        if args.use_vllm:
+            raise NotImplementedError("QwenGRPOTrainer does not forward media to vLLM yet; set use_vllm=False")
+        if isinstance(model, str):
+            model_id = model
+            model = AutoModelForImageTextToText.from_pretrained(model_id, **(args.model_init_kwargs or {}))
+            if kwargs.get("processing_class") is None:
+                kwargs["processing_class"] = AutoProcessor.from_pretrained(model_id, padding_side="left")
+        if args.lora_last_k:
+            apply_freezing(model, llm=True, vision_tower_=True, aligner=True)
+            model = apply_last_k_lora(
+                model, args.lora_last_k, r=args.lora_r, alpha=args.lora_alpha, aligner=not args.freeze_aligner
+            )
+        elif kwargs.get("peft_config") is None:
+            apply_freezing(
+                model, llm=args.freeze_llm, vision_tower_=args.freeze_vision_tower, aligner=args.freeze_aligner
+            )
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+
+        config = self.accelerator.unwrap_model(self.model).config
+        self._vision_ids = {
+            "image": config.image_token_id,
+            "video": config.video_token_id,
+            "start": config.vision_start_token_id,
+            "end": config.vision_end_token_id,
+        }
+        suppress = set(self.generation_kwargs.get("suppress_tokens") or []) | set(self._vision_ids.values())
+        self.generation_kwargs["suppress_tokens"] = sorted(suppress)
+        self.generation_config.suppress_tokens = sorted(suppress)
+
+        self.media = MediaResolver(
+            self.processing_class,
+            MediaBudget.from_args(args),
+            max_prompt_tokens=args.max_prompt_tokens,
+            chat_template_kwargs=self.chat_template_kwargs,
+            cache_bytes=args.media_cache_mb * 2**20,
+        )
+        self._batch_media: list[RowMedia] = []
+        self._batch_rows: list[dict] = []
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt", *MEDIA_COLUMNS]
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._batch_rows = inputs
+        self._batch_media = self.media.resolve(inputs)
+        stripped = [strip_media_columns(row, self.media.strip(row, i)[0]) for i, row in enumerate(inputs)]
+        output = super()._generate_and_score_completions(stripped)
+        output["media"] = self._batch_media
+        return output
+
+    def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, Any]]:
+        rows = self._batch_media
+        fields: dict[str, Any] = self.media.model_inputs(rows)
+        if fields:
+            fields["mm_token_type_ids"] = [self._mm_token_types(torch.tensor(r.prompt_ids)).tolist() for r in rows]
+        return [r.prompt_ids for r in rows], None, fields
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        inputs = [
+            {**row, **{k: v for k, v in source.items() if k in MEDIA_COLUMNS}, "media": media.info}
+            for row, source, media in zip(inputs, self._batch_rows, self._batch_media, strict=True)
+        ]
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+    def _compute_loss(self, model, inputs):
+        self._batch_media = inputs["media"]
+        return super()._compute_loss(model, inputs)
+
+    def _mm_token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        types = torch.zeros_like(input_ids)
+        types[input_ids == self._vision_ids["image"]] = 1
+        types[input_ids == self._vision_ids["video"]] = 2
+        return types
+
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **image_kwargs,  # TRL's image-only tensors; the media come from the batch's RowMedia instead
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        media = self._batch_media
+        if len(media) != input_ids.size(0):
+            raise RuntimeError(f"{len(media)} rows of media for a batch of {input_ids.size(0)} sequences")
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies, aux_losses = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids = input_ids[start : start + batch_size]
+            mask = attention_mask[start : start + batch_size]
+            model_inputs = {
+                "input_ids": ids,
+                "attention_mask": mask,
+                "mm_token_type_ids": self._mm_token_types(ids),
+                **self.media.model_inputs(media[start : start + batch_size], ids.device),
+            }
+            if compute_aux_loss:
+                model_inputs["output_router_logits"] = True
+            labels = ids.masked_fill(mask == 0, -100)
+            labels[:, :-logits_to_keep] = -100
+            with self.accelerator.autocast():
+                outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+            logps.append(outputs.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                entropies.append(outputs.entropy[:, -logits_to_keep:])
+            if compute_aux_loss:
+                aux_losses.append(outputs.aux_loss)
+        return (
+            torch.cat(logps),
+            torch.cat(entropies) if compute_entropy else None,
+            torch.stack(aux_losses).mean() if compute_aux_loss else None,
+        )
