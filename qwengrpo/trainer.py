@@ -42,8 +42,6 @@ class QwenGRPOTrainer(GRPOTrainer):
     - `_set_signature_columns_if_needed`: keeps video columns when `remove_unused_columns=True`.
     """
 
-    _tag_names = ["trl", "grpo", "qwengrpo"]
-
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
         args = args or QwenGRPOConfig(output_dir="outputs/qwengrpo")
         if args.use_vllm:
