@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny models of every family and real media files, built once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from media_factory import write_image, write_video  # noqa: E402
+
+from qwengrpo.tiny import FAMILIES, build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: build_tiny_model(family, root / family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("media")
+    for colour in ("red", "green", "blue"):
+        write_image(root / f"{colour}.png", colour)
+    write_video(root / "right.mp4", direction="right")
+    write_video(root / "left.mp4", direction="left")
+    write_video(root / "long.mp4", n_frames=60, fps=10)  # 6 s: 12 frames at 2 fps, so frame caps bite
+    (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    frames = root / "frames dir"
+    frames.mkdir()
+    for i in range(12):
+        write_image(frames / f"frame_{i}.png", ("red", "green", "blue")[i % 3])
+    return root
