@@ -13,9 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from media_factory import write_image, write_video  # noqa: E402
+from media_factory import write_image, write_video
 
-from qwengrpo.tiny import FAMILIES, build_tiny_model  # noqa: E402
+from qwengrpo.tiny import FAMILIES, build_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ def make_trainer(model_path, rows, tmp_path, **overrides) -> QwenGRPOTrainer:
         "report_to": "none",
         "save_strategy": "no",
         "use_cpu": True,
+        "bf16": False,  # exact float32 comparisons; TRL defaults to bf16 autocast even on CPU
         "max_pixels": 28 * 28 * 4,
         "video_max_pixels": 28 * 28 * 2,
         "video_max_frames": 4,
@@ -30,7 +31,10 @@ def make_trainer(model_path, rows, tmp_path, **overrides) -> QwenGRPOTrainer:
         **overrides,
     }
     return QwenGRPOTrainer(
-        model=str(model_path), reward_funcs=length_reward, args=QwenGRPOConfig(**args), train_dataset=Dataset.from_list(rows)
+        model=str(model_path),
+        reward_funcs=length_reward,
+        args=QwenGRPOConfig(**args),
+        train_dataset=Dataset.from_list(rows),
     )
 
 

@@ -2,7 +2,8 @@
 
 from .budget import MediaBudget
 from .decode import DecodedImage, DecodedVideo, decode_video, load_image, natural_key, probe_video
-from .refs import MEDIA_COLUMNS, MediaError, MediaRef, drop_none, split_row
+from .errors import MediaError
+from .refs import MEDIA_COLUMNS, MediaRef, drop_none, split_row
 from .resolver import MediaCache, MediaResolver, Processed, RowMedia, strip_media_columns
 
 __all__ = [

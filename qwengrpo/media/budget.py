@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .errors import MediaError
+
 # Keys a row may override by giving a dict instead of a bare path (`{"path": ..., "fps": 1.0}`).
 _VIDEO_OVERRIDES = {
     "fps": "video_fps",
@@ -42,7 +44,7 @@ class MediaBudget:
         names = _VIDEO_OVERRIDES if kind == "video" else _IMAGE_OVERRIDES
         unknown = set(overrides) - set(names) - SOURCE_KEYS
         if unknown:
-            raise ValueError(
+            raise MediaError(
                 f"{where}: unknown {kind} option(s) {sorted(unknown)}; expected any of {sorted(names)} "
                 f"(plus {sorted(SOURCE_KEYS & {'path', 'native_fps', 'video_start', 'video_end'})})"
             )

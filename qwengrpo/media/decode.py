@@ -26,7 +26,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from .budget import MediaBudget
-from .refs import MediaError, MediaRef
+from .errors import MediaError
+from .refs import MediaRef
 
 _FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_FRAMES_FPS = 2.0  # qwen-vl-utils' assumption for pre-extracted frames

@@ -18,13 +18,10 @@ from typing import Any
 from PIL import Image
 
 from .budget import MediaBudget
+from .errors import MediaError
 
 MEDIA_COLUMNS = ("image", "images", "video", "videos")
 KINDS = ("image", "video")
-
-
-class MediaError(ValueError):
-    """Bad media in a row: the message names the row, the file and what was expected."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from transformers.video_utils import VideoMetadata
 
 from .budget import MediaBudget
 from .decode import DecodedImage, DecodedVideo, decode_video, load_image
-from .refs import MEDIA_COLUMNS, MediaError, MediaRef, split_row
+from .errors import MediaError
+from .refs import MEDIA_COLUMNS, MediaRef, split_row
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,126 @@
+"""Video timing under frame caps, per-row overrides, frame folders, and named errors for bad media."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from helpers import IMG, VID, user
+from transformers import AutoProcessor
+from trl import GRPOTrainer
+
+from qwengrpo import MediaBudget, MediaError, MediaResolver
+
+
+@pytest.fixture(scope="module")
+def resolvers(tiny_models):
+    def make(family, **budget):
+        return MediaResolver(AutoProcessor.from_pretrained(tiny_models[family]), MediaBudget(**budget))
+
+    return make
+
+
+def video_row(video, text="dir?"):
+    return {"prompt": user(VID, text), "videos": [video]}
+
+
+def test_frame_cap_lowers_sampled_fps_and_timing(resolvers, media_dir):
+    # long.mp4: 60 frames at 10 fps = 6 s. At 2 fps that is 12 frames; a cap of 4 leaves 4 frames over 6 s.
+    resolver = resolvers("qwen2_5_vl", video_fps=2.0, video_max_frames=4, video_max_pixels=28 * 28 * 2)
+    (row,) = resolver.resolve([video_row(str(media_dir / "long.mp4"))])
+    info = row.info[0]
+    assert info["frame_indices"] == [0, 20, 39, 59]
+    assert info["fps"] == pytest.approx(4 / 60 * 10)
+    assert info["timestamps"] == pytest.approx([0.0, 2.0, 3.9, 5.9])
+    # Qwen2.5-VL's temporal rope: seconds per grid step = temporal_patch_size / sampled fps, not / 2.0.
+    inputs = resolver.model_inputs([row])
+    assert inputs["second_per_grid_ts"].tolist() == pytest.approx([2 / (4 / 6)])
+
+
+def test_qwen3_timestamps_in_prompt_follow_sampled_frames(resolvers, media_dir):
+    resolver = resolvers("qwen3_vl", video_fps=2.0, video_max_frames=4, video_max_pixels=32 * 32 * 2)
+    (row,) = resolver.resolve([video_row(str(media_dir / "long.mp4"))])
+    text = resolver.processor.tokenizer.decode(row.prompt_ids)
+    # Two temporal patches of two frames each: (0.0+2.0)/2 and (3.9+5.9)/2 seconds.
+    assert "<1.0 seconds>" in text and "<4.9 seconds>" in text
+    assert "second_per_grid_ts" not in resolver.model_inputs([row])
+
+
+def test_per_row_override_and_frame_folder(resolvers, media_dir):
+    resolver = resolvers("qwen2_vl", video_max_frames=8, video_max_pixels=28 * 28 * 2)
+    rows = [
+        video_row({"path": str(media_dir / "long.mp4"), "max_frames": 2}),
+        video_row({"path": str(media_dir / "frames dir"), "native_fps": 4.0}),
+    ]
+    capped, folder = resolver.resolve(rows)
+    assert len(capped.info[0]["frame_indices"]) == 2
+    # 12 frames at 4 fps = 3 s → 6 frames at 2 fps, naturally sorted (frame_2 before frame_10).
+    assert folder.info[0]["frame_indices"] == [0, 2, 4, 7, 9, 11]
+    assert folder.info[0]["native_fps"] == 4.0
+
+
+def test_each_distinct_medium_decoded_once(resolvers, media_dir):
+    resolver = resolvers("qwen2_5_vl", video_max_pixels=28 * 28 * 2)
+    row = {
+        "prompt": user(IMG, VID, "both"),
+        "images": [str(media_dir / "red.png")],
+        "videos": [str(media_dir / "right.mp4")],
+    }
+    rows = resolver.resolve([row] * 8)
+    assert resolver.decodes == 2
+    assert rows[0].videos[0] is rows[7].videos[0]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (video_row("/nope/missing.mp4"), r"row 0: video file not found: /nope/missing\.mp4"),
+        (video_row("CORRUPT"), r"row 0: cannot read video .*corrupt\.mp4"),
+        (
+            {"prompt": user(IMG, "x"), "images": ["RED", "BLUE"]},
+            r"row 0: 2 image\(s\) given \(.*red\.png.*blue\.png\)",
+        ),
+        ({"prompt": user(VID, VID, "x"), "videos": ["RIGHT"]}, r"row 0: the prompt has more video placeholders"),
+        ({"prompt": user(IMG, "x"), "images": ["/nope/a.png"]}, r"row 0: image file not found: /nope/a\.png"),
+        (video_row({"path": "RIGHT", "speed": 2}), r"row 0: unknown video option\(s\) \['speed'\]"),
+    ],
+)
+def test_bad_media_named_errors(row, message, resolvers, media_dir):
+    files = {"CORRUPT": "corrupt.mp4", "RED": "red.png", "BLUE": "blue.png", "RIGHT": "right.mp4"}
+
+    def fix(v):
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return str(media_dir / files[v]) if v in files else v
+
+    with pytest.raises(MediaError, match=message):
+        resolvers("qwen2_5_vl").resolve([{**row, **{k: fix(v) for k, v in row.items() if k != "prompt"}}])
+
+
+def test_over_budget_prompt_is_an_error(resolvers, media_dir):
+    resolver = resolvers("qwen2_5_vl")
+    resolver.max_prompt_tokens = 10
+    with pytest.raises(MediaError, match=r"row 0: prompt is \d+ tokens \(\d+ vision \+ \d+ text\), over max_prompt"):
+        resolver.resolve([{"prompt": user(IMG, "x"), "images": [str(media_dir / "red.png")]}])
+
+
+# The private TRL hooks we override: a TRL upgrade that changes them must fail here, not mid-training.
+TRL_HOOKS = {
+    "_generate_and_score_completions": ["self", "inputs"],
+    "_tokenize_prompts": ["self", "prompts"],
+    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+    "_compute_loss": ["self", "model", "inputs"],
+    "_set_signature_columns_if_needed": ["self"],
+}
+
+
+@pytest.mark.parametrize("name", [*TRL_HOOKS, "_get_per_token_logps_and_entropies"])
+def test_trl_hook_signatures(name):
+    params = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
+    if name == "_get_per_token_logps_and_entropies":
+        expected = ["self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size"]
+        assert params[:8] == [*expected, "compute_entropy", "compute_aux_loss"]
+    else:
+        assert params == TRL_HOOKS[name]
