@@ -6,7 +6,6 @@ from typing import Any
 
 LogMetric = Callable[[str, float], None]
 
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _ANY_TAG = re.compile(r"</?(?:answer|think)>")
 
 
@@ -59,13 +58,15 @@ def answer_text(text: str) -> str:
     >>> answer_text("<answer><answer>B</answer></answer>")
     ''
     """
-    blocks = _ANSWER_BLOCK.findall(text)
-    if blocks:
-        answer = blocks[-1]
-        return "" if _ANY_TAG.search(answer) else answer.strip()
-    if "<answer>" in text or "</answer>" in text:
+    # rfind rather than a regex: linear even on tag spam such as thousands of unclosed `<answer>`.
+    end = text.rfind("</answer>")
+    if end == -1:
+        return "" if "<answer>" in text else text.rsplit("</think>", 1)[-1].strip()
+    start = text.rfind("<answer>", 0, end)
+    if start == -1:
         return ""
-    return text.rsplit("</think>", 1)[-1].strip()
+    answer = text[start + len("<answer>") : end]
+    return "" if _ANY_TAG.search(answer) else answer.strip()
 
 
 def column(kwargs: dict[str, Any], name: str, reward_name: str) -> list[Any]:

@@ -10,6 +10,8 @@ from ._answers import anls, choice_letter, gold_strings, item_set, normalize, pa
 from ._text import LogMetric, answer_text, column, completion_texts, log_count
 
 MODES = ("exact", "choice", "numeric", "set_iou", "anls", "math")
+# math-verify's cost grows fast with length; no real final answer is this long, spam is.
+MATH_MAX_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class AnswerAccuracy:
     - `anls`: ANLS for OCR-style answers, 1 − normalised edit distance, 0.0 at or above `anls_threshold`; best
       over a list of acceptable golds.
     - `math`: TRL's math-verify `accuracy_reward` on the answer, which is wrapped in `\\boxed{}` when it has none
-      (TRL only extracts anchored answers).
+      (TRL only extracts anchored answers). Answers over `MATH_MAX_CHARS` (1000) score 0.0 unparsed; shorter
+      pathological ones are bounded by math-verify's own timeouts (main thread only).
 
     Empty, unparsable or spammed answers score 0.0.
 
@@ -96,12 +99,16 @@ class AnswerAccuracy:
     @staticmethod
     def _math(answers: list[str], golds: list[Any]) -> list[float | None]:
         rewards: list[float | None] = [None] * len(answers)
-        rows = [
-            i for i, gold in enumerate(golds) if isinstance(gold, str | int | float) and not isinstance(gold, bool)
-        ]
+        rows = []
+        for i, (answer, gold) in enumerate(zip(answers, golds, strict=True)):
+            if isinstance(gold, bool) or not isinstance(gold, str | int | float):
+                continue
+            if len(answer) > MATH_MAX_CHARS:
+                rewards[i] = 0.0
+            else:
+                rows.append(i)
         if rows:
             boxed = [[{"content": a if "\\boxed" in a else f"\\boxed{{{a}}}"}] for a in (answers[i] for i in rows)]
-            scores = _trl_accuracy_reward(boxed, [str(golds[i]) for i in rows])
-            for i, score in zip(rows, scores, strict=True):
+            for i, score in zip(rows, _trl_accuracy_reward(boxed, [str(golds[i]) for i in rows]), strict=True):
                 rewards[i] = score
         return rewards

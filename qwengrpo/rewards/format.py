@@ -45,13 +45,10 @@ def think_answer_format_strict(completions: list[Any], **kwargs: Any) -> list[fl
     rewards = []
     for text in completion_texts(completions):
         stripped = text.strip()
-        match = _STRICT.fullmatch(stripped)
-        well_formed = (
-            match is not None
-            and all(stripped.count(tag) == 1 for tag in ("<think>", "</think>", "<answer>", "</answer>"))
-            and bool(match.group(1).strip())
-            and bool(match.group(2).strip())
-        )
+        # Counting first keeps the regex linear: with one tag of each kind it cannot backtrack.
+        once = all(stripped.count(tag) == 1 for tag in ("<think>", "</think>", "<answer>", "</answer>"))
+        match = _STRICT.fullmatch(stripped) if once else None
+        well_formed = match is not None and bool(match.group(1).strip()) and bool(match.group(2).strip())
         rewards.append(1.0 if well_formed else 0.0)
     return rewards
 
