@@ -35,6 +35,7 @@ def test_choice():
     cases = [
         ("<answer>B</answer>", "B", 1.0),  # bare letter
         ("<answer>(b)</answer>", "B", 1.0),  # bracketed, lower case
+        ("<answer>**B**</answer>", "B", 1.0),  # markdown bold
         ("<answer>B. a red car</answer>", "(B) a red car", 1.0),  # letter with option text
         ("<answer>The answer is C</answer>", "C", 1.0),  # phrase
         ("<answer>Answer: (D)</answer>", "D", 1.0),  # phrase with brackets

@@ -33,10 +33,11 @@ def gold_strings(gold: Any) -> list[str] | None:
 def choice_letter(text: str) -> str | None:
     """The multiple-choice letter a text commits to, or None when it names none or several.
 
-    >>> [choice_letter(t) for t in ["B", "(c)", "B. a cat", "The answer is (D)", "A dog", "(A) or (B)"]]
-    ['B', 'C', 'B', 'D', None, None]
+    >>> [choice_letter(t) for t in ["B", "(c)", "**B**", "B. a cat", "The answer is (D)", "A dog", "(A) or (B)"]]
+    ['B', 'C', 'B', 'B', 'D', None, None]
     """
-    text = unicodedata.normalize("NFKC", text).strip()
+    # Markdown emphasis (`**B**`) is decoration, not part of the choice.
+    text = unicodedata.normalize("NFKC", text).strip().strip("*_`").strip()
     if len(set(_PAREN_LETTER.findall(text))) > 1:
         return None
     if match := _LONE_LETTER.fullmatch(text):

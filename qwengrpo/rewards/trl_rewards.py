@@ -73,12 +73,19 @@ class CosineScaledReward:
     columns = ("solution",)
 
     def __call__(
-        self, completions: list[Any], solution: list[str], completion_ids: list[list[int]], **kwargs: Any
+        self,
+        completions: list[Any],
+        solution: list[str],
+        completion_ids: list[list[int]],
+        log_metric: LogMetric | None = None,
+        **kwargs: Any,
     ) -> list[float | None]:
         reward = trl_rewards.get_cosine_scaled_reward(
             self.max_len, self.min_value_wrong, self.max_value_wrong, self.min_value_correct, self.max_value_correct
         )
-        return reward(as_messages(completions), solution, completion_ids)
+        rewards = reward(as_messages(completions), solution, completion_ids)
+        log_count(log_metric, self.__name__, "unparsable_gold", sum(r is None for r in rewards))
+        return rewards
 
 
 @dataclass(frozen=True)
