@@ -23,6 +23,8 @@ def check_coords(coords: str) -> None:
 
 
 def _size(value: Any) -> Size | None:
+    if not isinstance(value, list | tuple):
+        return None
     try:
         width, height = (float(v) for v in value)
     except (TypeError, ValueError):
