@@ -115,7 +115,9 @@ def build_tokenizer(vocab_size: int = 600) -> Qwen2Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_CORPUS.split("\n") * 4, trainer=trainer)
+    # Answer words also stand alone (a completion starts without a space), so each gets a token of its own.
+    answers = ["red", "green", "blue", "yes", "no", "left", "right", "通过", "不通过"] * 8
+    bpe.train_from_iterator(_CORPUS.split("\n") * 4 + answers, trainer=trainer)
     state = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
     tokenizer = Qwen2Tokenizer(vocab=state["vocab"], merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>")
