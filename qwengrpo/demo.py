@@ -140,3 +140,13 @@ def expected_reward(model, resolver, rows: list[dict], batch_size: int = 8) -> f
         total += probs[torch.arange(len(chunk)), gold].sum().item()
     model.train(model_was_training)
     return total / len(rows)
+
+
+def make_datasets(out_dir: str | Path, n_train: int = 48, n_eval: int = 24, seed: int = 0, blind: bool = False):
+    """The demo's train and held-out `datasets.Dataset`s, media written under `out_dir`."""
+    from datasets import Dataset
+
+    out_dir = Path(out_dir)
+    train = make_rows(out_dir / "train", n_train, seed=seed, blind=blind)
+    held_out = make_rows(out_dir / "held_out", n_eval, seed=seed + 1, blind=blind)
+    return Dataset.from_list(train), Dataset.from_list(held_out)
