@@ -68,3 +68,49 @@ def test_lora_last_k_trains_adapters_only(tiny_models, media_dir, tmp_path):
     assert trainable and all("lora_" in n and ".layers.1." in n for n in trainable)
     for name, param in trainer.model.named_parameters():
         assert torch.equal(before[name], param) != (name in trainable), name
+
+
+def test_media_follow_rows_through_shuffle_split_and_accumulation(tiny_models, media_dir, tmp_path):
+    # Rows with different media per row: a mis-sliced tensor fails the model's token/feature check.
+    rows = rows_for("mixed", media_dir) * 4  # one generation batch: 5 rows x 4 micro-batches = 10 prompts x G=2
+    trainer = make_trainer(
+        tiny_models["qwen2_5_vl"], rows, tmp_path, per_device_train_batch_size=5, gradient_accumulation_steps=2,
+        steps_per_generation=4, num_iterations=2, beta=0.1, max_steps=4,
+    )  # fmt: skip
+    before = snapshot(trainer.model)
+    trainer.train()
+    assert trainer.state.global_step == 4
+    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+
+
+def test_video_rows_log_completions_and_never_sample_vision_tokens(tiny_models, media_dir, tmp_path):
+    seen: list[list[int]] = []
+
+    def recording_reward(completions, completion_ids, **kwargs):
+        seen.extend(completion_ids)
+        return length_reward(completions)
+
+    trainer = make_trainer(tiny_models["qwen3_vl"], rows_for("video", media_dir), tmp_path, log_completions=True)
+    trainer.reward_funcs = [recording_reward]
+    trainer.train()
+    assert list((tmp_path / "out" / "completions").glob("completions_*.parquet"))
+    vision = set(trainer._vision_ids.values())
+    assert seen and not any(vision & set(ids) for ids in seen)
+    assert vision <= set(trainer.generation_config.suppress_tokens)
+
+
+def test_rewards_receive_media_geometry(tiny_models, media_dir, tmp_path):
+    received = []
+
+    def geometry_reward(completions, media, images, videos, **kwargs):
+        received.extend(zip(media, images, videos, strict=True))
+        return length_reward(completions)
+
+    trainer = make_trainer(tiny_models["qwen2_vl"], rows_for("mixed", media_dir), tmp_path, max_steps=1)
+    trainer.reward_funcs = [geometry_reward]
+    trainer.train()
+    both = next(m for m, i, v in received if len(m) == 2)
+    assert [x["type"] for x in both] == ["image", "video"]
+    assert both[0]["original_size"] == [64, 48] and both[0]["resized_size"][0] % 28 == 0
+    assert both[1]["frame_indices"][0] == 0 and both[1]["fps"] == pytest.approx(2.0)
+    assert all(len(m) == len(i) + len(v) for m, i, v in received)
