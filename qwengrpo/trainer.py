@@ -12,6 +12,7 @@ from trl import GRPOTrainer
 from .config import QwenGRPOConfig
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, strip_media_columns
 from .models import apply_freezing, apply_last_k_lora
+from .rewards import check_reward_columns
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,9 @@ class QwenGRPOTrainer(GRPOTrainer):
 
     Overridden TRL methods, and why each must be:
 
-    - `__init__`: loads the model/processor, applies freezing and last-K LoRA, builds the media resolver, and
-      suppresses vision tokens in sampling (TRL suppresses only the image pad token, not the video one).
+    - `__init__`: loads the model/processor, applies freezing and last-K LoRA, checks that the dataset has every
+      column the rewards need, builds the media resolver, and suppresses vision tokens in sampling (TRL
+      suppresses only the image pad token, not the video one).
     - `_generate_and_score_completions`: resolves the batch's media once, calls TRL on media-free rows and
       attaches each row's media to the output, so shuffling/splitting carries it per row (TRL's flat
       `pixel_values_videos` would be cut by row index and corrupted).
@@ -60,6 +62,11 @@ class QwenGRPOTrainer(GRPOTrainer):
             apply_freezing(
                 model, llm=args.freeze_llm, vision_tower_=args.freeze_vision_tower, aligner=args.freeze_aligner
             )
+        dataset = kwargs.get("train_dataset")
+        if dataset is not None and getattr(dataset, "column_names", None) is not None:
+            # A missing gold column must fail here, not after the first generation batch.
+            funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+            check_reward_columns(funcs, [*dataset.column_names, "media"])
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
 
         config = self.accelerator.unwrap_model(self.model).config

@@ -12,7 +12,7 @@ from qwengrpo.models import vision_tower
 from qwengrpo.tiny import FAMILIES
 
 
-def make_trainer(model_path, rows, tmp_path, **overrides) -> QwenGRPOTrainer:
+def make_trainer(model_path, rows, tmp_path, reward_funcs=length_reward, **overrides) -> QwenGRPOTrainer:
     args = {
         "output_dir": str(tmp_path / "out"),
         "per_device_train_batch_size": 2 * len(rows),
@@ -32,7 +32,7 @@ def make_trainer(model_path, rows, tmp_path, **overrides) -> QwenGRPOTrainer:
     }
     return QwenGRPOTrainer(
         model=str(model_path),
-        reward_funcs=length_reward,
+        reward_funcs=reward_funcs,
         args=QwenGRPOConfig(**args),
         train_dataset=Dataset.from_list(rows),
     )
@@ -90,8 +90,8 @@ def test_video_rows_log_completions_and_never_sample_vision_tokens(tiny_models, 
         seen.extend(completion_ids)
         return length_reward(completions)
 
-    trainer = make_trainer(tiny_models["qwen3_vl"], rows_for("video", media_dir), tmp_path, log_completions=True)
-    trainer.reward_funcs = [recording_reward]
+    rows = rows_for("video", media_dir)
+    trainer = make_trainer(tiny_models["qwen3_vl"], rows, tmp_path, recording_reward, log_completions=True)
     trainer.train()
     assert list((tmp_path / "out" / "completions").glob("completions_*.parquet"))
     vision = set(trainer._vision_ids.values())
@@ -106,8 +106,9 @@ def test_rewards_receive_media_geometry(tiny_models, media_dir, tmp_path):
         received.extend(zip(media, images, videos, strict=True))
         return length_reward(completions)
 
-    trainer = make_trainer(tiny_models["qwen2_vl"], rows_for("mixed", media_dir), tmp_path, max_steps=1)
-    trainer.reward_funcs = [geometry_reward]
+    trainer = make_trainer(
+        tiny_models["qwen2_vl"], rows_for("mixed", media_dir), tmp_path, geometry_reward, max_steps=1
+    )
     trainer.train()
     both = next(m for m, i, v in received if len(m) == 2)
     assert [x["type"] for x in both] == ["image", "video"]
