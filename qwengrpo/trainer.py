@@ -97,7 +97,9 @@ class QwenGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._batch_rows = inputs
         self._batch_media = self.media.resolve(inputs)
-        stripped = [strip_media_columns(row, self.media.strip(row, i)[0]) for i, row in enumerate(inputs)]
+        stripped = [
+            strip_media_columns(row, media.prompt) for row, media in zip(inputs, self._batch_media, strict=True)
+        ]
         output = super()._generate_and_score_completions(stripped)
         output["media"] = self._batch_media
         return output

@@ -45,6 +45,7 @@ class Processed:
 class RowMedia:
     """What one trainer row needs for every pass: its prompt ids and its media, in placeholder order."""
 
+    prompt: list[dict]  # the row's messages with bare media placeholders: cheap to log, pickle and gather
     prompt_ids: list[int]
     images: list[Processed] = field(default_factory=list)
     videos: list[Processed] = field(default_factory=list)
@@ -99,9 +100,6 @@ class MediaResolver:
         self._video_px = (vp.size["shortest_edge"], vp.size["longest_edge"]) if vp is not None else self._image_px
         self.temporal_patch_size = vp.temporal_patch_size if vp is not None else 2
         self.decodes = 0  # media decoded so far (benchmarks and tests read it)
-
-    def strip(self, row: dict, index: int = 0) -> tuple[list[dict], list[MediaRef]]:
-        return split_row(row, self.budget, index)
 
     def resolve(self, rows: list[dict], first_index: int = 0) -> list[RowMedia]:
         distinct: dict[tuple, Processed] = {}
@@ -207,7 +205,7 @@ class MediaResolver:
                 f"max_prompt_tokens={self.max_prompt_tokens}; lower the pixel/frame budget or shorten the text "
                 "(vision spans are never truncated)"
             )
-        return RowMedia(ids, images, videos, [p.info for p in processed])
+        return RowMedia(prompt, ids, images, videos, [p.info for p in processed])
 
 
 def strip_media_columns(row: dict, prompt: list[dict]) -> dict:
