@@ -1,0 +1,29 @@
+"""The data layer: adapters from source formats to trainer rows, loading, validation and previews."""
+
+from .adapters import ADAPTERS, conversations_row, frames_row, hf_row, messages_row, trainer_row, video_budgets
+from .config import FORMATS, DatasetConfig
+from .loading import load_dataset, load_split
+from .prompts import RowError, text_parts
+from .readers import read_records
+from .report import ValidationReport
+from .validate import ValidationError, validate_dataset
+
+__all__ = [
+    "ADAPTERS",
+    "FORMATS",
+    "DatasetConfig",
+    "RowError",
+    "ValidationError",
+    "ValidationReport",
+    "conversations_row",
+    "frames_row",
+    "hf_row",
+    "load_dataset",
+    "load_split",
+    "messages_row",
+    "read_records",
+    "text_parts",
+    "trainer_row",
+    "validate_dataset",
+    "video_budgets",
+]

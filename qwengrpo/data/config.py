@@ -1,0 +1,60 @@
+"""The `dataset:` section of a recipe YAML, checked once so that a typo fails before any row is read."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+FORMATS = ("conversations", "messages", "hf", "frames", "rows")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where the rows are, which adapter reads them, and how prompts and answers are built.
+
+    `prompt_template` is a Python format string applied to the text of the last user turn, which it sees as
+    `{question}`; the row's other top-level fields are available by name (`{options}`).
+    """
+
+    format: str
+    train: str | list[str]
+    eval: str | list[str] | None = None
+    media_root: str | None = None  # relative media paths resolve here; default: the data file's folder
+    answer_column: str = "solution"
+    columns: dict[str, str] = field(default_factory=dict)  # hf/frames: source column names by role
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+    frames_fps: float | None = None  # frames: rate the folders were extracted at, unless a row says
+    train_split: str = "train"  # hf: split of a DatasetDict or builder
+    eval_split: str = "validation"
+    on_error: str = "fail"
+    rejects: str | None = None
+    duplicate_ids: str = "warn"
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"dataset.format must be one of {FORMATS}, got {self.format!r}")
+        if self.on_error not in ("fail", "skip"):
+            raise ValueError(f"dataset.on_error must be 'fail' or 'skip', got {self.on_error!r}")
+        if self.duplicate_ids not in ("warn", "error"):
+            raise ValueError(f"dataset.duplicate_ids must be 'warn' or 'error', got {self.duplicate_ids!r}")
+        roles = {"image", "question", "answer", "frames", "fps"}
+        if unknown := set(self.columns) - roles:
+            raise ValueError(f"dataset.columns has unknown role(s) {sorted(unknown)}; expected any of {sorted(roles)}")
+        if self.prompt_template is not None:
+            try:
+                list(string.Formatter().parse(self.prompt_template))
+            except ValueError as exc:
+                raise ValueError(f"dataset.prompt_template is not a valid format string: {exc}") from exc
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> DatasetConfig:
+        known = {f.name for f in fields(cls)}
+        if unknown := set(cfg) - known:
+            raise ValueError(f"unknown dataset option(s) {sorted(unknown)}; expected any of {sorted(known)}")
+        return cls(**cfg)
+
+    def column(self, role: str) -> str:
+        """The source column that plays `role` (`question`, `answer`, ...): the mapping's, else the role's name."""
+        return self.columns.get(role, role)

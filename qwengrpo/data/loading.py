@@ -1,0 +1,156 @@
+"""`load_dataset`: a recipe's `dataset:` section → (train, eval) datasets of trainer rows.
+
+Rows keep where they came from in `_source` (`{"file", "line", "item"}`) and why they could not be
+converted in `_error` (`"reason: message"`, empty when fine), so that validation can name the file and
+line of every rejected row. Nothing is dropped here; `validate_dataset` decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+import datasets
+from datasets import Dataset, DatasetDict, Features, List, Value
+
+from .adapters import ADAPTERS, default_root, hf_row
+from .config import DatasetConfig
+from .prompts import RowError
+from .readers import parse_row, read_records
+
+logger = logging.getLogger(__name__)
+
+PROMPT_FEATURE = List({"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})})
+SOURCE_FEATURE = {"file": Value("string"), "line": Value("int64"), "item": Value("int64")}
+
+
+def load_dataset(dataset_cfg: dict[str, Any] | DatasetConfig) -> tuple[Dataset, Dataset | None]:
+    """Read the train (and optional eval) sources with the configured adapter; see `DatasetConfig`."""
+    cfg = dataset_cfg if isinstance(dataset_cfg, DatasetConfig) else DatasetConfig.from_dict(dataset_cfg)
+    train = load_split(cfg, cfg.train, cfg.train_split)
+    return train, None if cfg.eval is None else load_split(cfg, cfg.eval, cfg.eval_split)
+
+
+def load_split(cfg: DatasetConfig, source: str | list[str], split: str = "train") -> Dataset:
+    dataset = _load_hf(cfg, source, split) if cfg.format == "hf" else _load_files(cfg, source)
+    if problems := Counter(e.partition(":")[0] for e in dataset["_error"] if e):
+        logger.warning(
+            "%s: %d of %d rows could not be converted (%s); validation reports each with its file and line",
+            source, sum(problems.values()), len(dataset), ", ".join(f"{r}: {n}" for r, n in problems.most_common()),
+        )  # fmt: skip
+    return dataset
+
+
+def _load_files(cfg: DatasetConfig, source: str | list[str]) -> Dataset:
+    paths = [source] if isinstance(source, str) else list(source)
+    records = [record for path in paths for record in read_records(path)]
+    if not records:
+        raise ValueError(f"no rows in {', '.join(paths)}")
+    raw = Dataset.from_dict(
+        {
+            "raw": [r.text for r in records],
+            "_source": [{"file": r.file, "line": r.line, "item": r.item} for r in records],
+            "_error": [r.error for r in records],
+        }
+    )
+    # One batch for the whole input, so each column's type is inferred from every row (not the first 1000);
+    # a column whose rows disagree (an id that is an int here and a string there) becomes `Json` in `map`.
+    return raw.map(
+        _adapt_files, batched=True, batch_size=None, remove_columns=raw.column_names, fn_kwargs={"cfg": cfg},
+        desc=f"{cfg.format} rows",
+    )  # fmt: skip
+
+
+def _adapt(adapter: Any, row: Any, cfg: DatasetConfig, root: str) -> tuple[dict, str]:
+    try:
+        return adapter(parse_row(row) if isinstance(row, str) else row, cfg, root), ""
+    except RowError as exc:
+        return {"prompt": []}, f"{exc.reason}: {exc}"
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape no adapter check anticipated
+        return {"prompt": []}, f"wrong_type: {type(exc).__name__}: {exc}"
+
+
+def _adapt_files(batch: dict[str, list], cfg: DatasetConfig) -> dict[str, list]:
+    adapter, roots = ADAPTERS[cfg.format], {}
+    rows, errors = [], []
+    for text, source, error in zip(batch["raw"], batch["_source"], batch["_error"], strict=True):
+        row = {"prompt": []}
+        if not error:
+            root = roots.get(source["file"]) or roots.setdefault(source["file"], default_root(cfg, source["file"]))
+            row, error = _adapt(adapter, text, cfg, root)
+        rows.append(row)
+        errors.append(error)
+    columns = dict.fromkeys(k for row in rows for k in row)
+    return {**{c: [row.get(c) for row in rows] for c in columns}, "_source": batch["_source"], "_error": errors}
+
+
+def image_feature(feature: Any, decode: bool) -> Any:
+    """`feature` with its `Image` decoding switched, or None when it is not an image feature."""
+    if isinstance(feature, datasets.Image):
+        return datasets.Image(decode=decode)
+    if isinstance(feature, List) and isinstance(feature.feature, datasets.Image):
+        return List(datasets.Image(decode=decode))
+    return None
+
+
+def _open_hf(source: str, split: str) -> Dataset:
+    saved = any(os.path.isfile(os.path.join(source, n)) for n in ("dataset_dict.json", "state.json"))
+    dataset = datasets.load_from_disk(source) if saved else datasets.load_dataset(source, split=split)
+    if isinstance(dataset, DatasetDict):
+        if split not in dataset:
+            raise ValueError(f"{source} has no split {split!r}; it has {sorted(dataset)}")
+        dataset = dataset[split]
+    return dataset
+
+
+def _load_hf(cfg: DatasetConfig, source: str | list[str], split: str) -> Dataset:
+    if not isinstance(source, str):
+        raise ValueError("dataset.format 'hf' takes one dataset: a save_to_disk folder or a builder name")
+    dataset = _open_hf(source, split)
+    root = os.path.abspath(cfg.media_root or (source if os.path.isdir(source) else "."))
+    image_col, answer_col = cfg.column("image"), cfg.column("answer")
+    embedded = image_feature(dataset.features.get(image_col), decode=False)
+    if embedded is not None:  # the adapter only counts embedded images; their bytes stay undecoded in Arrow
+        dataset = dataset.cast_column(image_col, embedded)
+    features = Features(
+        {
+            **dataset.features,
+            "prompt": PROMPT_FEATURE,
+            cfg.answer_column: dataset.features.get(answer_col, Value("string")),
+            "_source": SOURCE_FEATURE,
+            "_error": Value("string"),
+        }
+    )
+    outputs, remove = ["prompt", cfg.answer_column], []
+    if embedded is None and image_col in dataset.features:  # a column of paths, resolved by the adapter
+        plural = isinstance(dataset.features[image_col], List)
+        target = "images" if plural else "image"
+        features[target] = List(Value("string")) if plural else Value("string")
+        outputs.append(target)
+        if image_col != target:
+            remove.append(image_col)
+            del features[image_col]
+    out = dataset.map(
+        _adapt_hf, batched=True, with_indices=True, features=features, remove_columns=remove,
+        fn_kwargs={"cfg": cfg, "root": root, "name": source, "outputs": outputs}, desc="hf rows",
+    )  # fmt: skip
+    if embedded is not None:
+        out = out.cast_column(image_col, image_feature(embedded, decode=True))
+        target = "images" if isinstance(embedded, List) else "image"
+        if image_col != target:
+            out = out.rename_column(image_col, target)
+    return out
+
+
+def _adapt_hf(
+    batch: dict[str, list], indices: list[int], cfg: DatasetConfig, root: str, name: str, outputs: list[str]
+) -> dict[str, list]:
+    rows, errors = [], []
+    for values in zip(*batch.values(), strict=True):
+        row, error = _adapt(hf_row, dict(zip(batch, values, strict=True)), cfg, root)
+        rows.append(row)
+        errors.append(error)
+    out = {c: [row.get(c) for row in rows] for c in outputs}
+    return {**out, "_source": [{"file": name, "line": 0, "item": i} for i in indices], "_error": errors}

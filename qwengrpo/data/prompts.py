@@ -1,0 +1,113 @@
+"""Pieces every adapter shares: placeholders in text, templates, system prompts, media paths.
+
+Prompts are always lists of content parts (never bare strings) so that Arrow sees one shape per column.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from .config import DatasetConfig
+
+PLACEHOLDER = re.compile(r"<(image|video)>")
+
+
+class RowError(ValueError):
+    """A raw row that cannot become a trainer row; `reason` is the short code the validator counts by."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def text_parts(text: str) -> list[dict]:
+    """Split LLaVA-style text on `<image>` / `<video>` into content parts, placeholders kept in place.
+
+    >>> text_parts("<image>\\nWhat is it?")
+    [{'type': 'image'}, {'type': 'text', 'text': '\\nWhat is it?'}]
+    """
+    parts = []
+    for i, piece in enumerate(PLACEHOLDER.split(text)):
+        if i % 2:
+            parts.append({"type": piece})
+        elif piece:
+            parts.append({"type": "text", "text": piece})
+    return parts
+
+
+def message(role: str, content: str | list[dict]) -> dict:
+    return {"role": role, "content": text_parts(content) if isinstance(content, str) else content}
+
+
+def place_media(messages: list[dict], n_images: int, n_videos: int) -> list[dict]:
+    """A prompt without any placeholder gets its media before the first user text (TRL's convention).
+
+    A prompt with some placeholders is left alone: a count that differs from the media is the validator's
+    `placeholder_mismatch`, not something to guess about.
+    """
+    if any(p["type"] in ("image", "video") for m in messages for p in m["content"]) or not (n_images or n_videos):
+        return messages
+    first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
+    if first_user is None:
+        raise RowError("placeholder_mismatch", "the row has media but no user turn to show them in")
+    parts = [{"type": "image"}] * n_images + [{"type": "video"}] * n_videos
+    out = list(messages)
+    out[first_user] = {**out[first_user], "content": parts + out[first_user]["content"]}
+    return out
+
+
+def with_system(messages: list[dict], cfg: DatasetConfig) -> list[dict]:
+    """Prepend the configured system prompt unless the row brings its own system turn."""
+    if cfg.system_prompt is None or (messages and messages[0]["role"] == "system"):
+        return messages
+    return [message("system", cfg.system_prompt), *messages]
+
+
+class _Fields(dict):
+    def __missing__(self, key: str) -> Any:
+        raise RowError("missing_field", f"prompt_template uses {{{key}}} but the row has no field {key!r}")
+
+
+def apply_template(text: str, row: dict, cfg: DatasetConfig) -> str:
+    """The configured template around a question; placeholders inside the question stay where they are."""
+    if cfg.prompt_template is None:
+        return text
+    return cfg.prompt_template.format_map(_Fields({**row, "question": text}))
+
+
+def template_last_user(messages: list[dict], row: dict, cfg: DatasetConfig) -> list[dict]:
+    """Apply the template to the text of the last user turn (the question GRPO asks)."""
+    if cfg.prompt_template is None:
+        return messages
+    last = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+    if last is None:
+        raise RowError("missing_field", "the row has no user turn to apply prompt_template to")
+    text = "".join(p["text"] if p["type"] == "text" else f"<{p['type']}>" for p in messages[last]["content"])
+    out = list(messages)
+    out[last] = message("user", apply_template(text, row, cfg))
+    return out
+
+
+def media_path(value: Any, root: str, what: str) -> str:
+    """An absolute path for a media file named relative to `root`."""
+    if not isinstance(value, str) or not value.strip():
+        raise RowError("wrong_type", f"{what} must be a non-empty path string, got {kind(value)}")
+    return os.path.abspath(os.path.join(root, os.path.expanduser(value)))
+
+
+def path_list(row: dict, key: str, root: str) -> list[str]:
+    """`key` or `key + "s"` of a row as absolute paths: a single path or a list of them."""
+    single, many = row.get(key), row.get(f"{key}s")
+    if single is not None and many is not None:
+        raise RowError("wrong_type", f"the row sets both {key!r} and {key + 's'!r}; use one")
+    value = single if single is not None else many
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    return [media_path(v, root, f"{key!r} entry") for v in values]
+
+
+def kind(value: Any) -> str:
+    return "None" if value is None else type(value).__name__

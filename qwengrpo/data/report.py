@@ -1,0 +1,52 @@
+"""What validation found: rows kept, rows rejected by reason, and how many vision tokens prompts cost."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+# Upper edges of the vision-token histogram's bins (a row lands in the first bin it fits).
+TOKEN_BINS = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+@dataclass
+class ValidationReport:
+    name: str = "dataset"
+    rows: int = 0
+    ok: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # reason → rows
+    vision_tokens: Counter[int] = field(default_factory=Counter)  # bin upper edge (-1: above the last) → rows
+    uncounted_video: int = 0  # kept rows whose video tokens are unknown because media were not decoded
+    duplicate_ids: int = 0
+    decoded: bool = True
+    rejects_path: str | None = None
+
+    def add_tokens(self, tokens: int) -> None:
+        self.vision_tokens[next((edge for edge in TOKEN_BINS if tokens <= edge), -1)] += 1
+
+    @property
+    def n_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    def render(self) -> str:
+        """The summary table printed by `qwengrpo validate` and logged by the trainer."""
+        how = "media decoded" if self.decoded else "media not decoded: files, headers and text tokens only"
+        lines = [f"{self.name}: {self.rows} rows checked ({how})", f"  {'ok':<24}{self.ok:>8}"]
+        lines.append(f"  {'rejected':<24}{self.n_rejected:>8}")
+        lines += [f"    {reason:<22}{n:>8}" for reason, n in self.rejected.most_common()]
+        if self.duplicate_ids:
+            lines.append(f"  {'duplicate ids':<24}{self.duplicate_ids:>8}")
+        if self.rejects_path and self.n_rejected:
+            lines.append(f"  rejected rows written to {self.rejects_path}")
+        lines.append("vision tokens per kept prompt" + (" (images only)" if self.uncounted_video else ""))
+        peak = max(self.vision_tokens.values(), default=0)
+        previous = None
+        for edge in (*TOKEN_BINS, -1):
+            n = self.vision_tokens.get(edge, 0)
+            label = "0" if edge == 0 else f"> {TOKEN_BINS[-1]}" if edge == -1 else f"{previous + 1}-{edge}"
+            previous = edge
+            if n:
+                lines.append(f"  {label:>13} {n:>8}  {'#' * max(1, round(40 * n / peak))}")
+        if self.uncounted_video:
+            lines.append(f"  {self.uncounted_video} kept rows have videos, not counted without decoding")
+        return "\n".join(lines)
