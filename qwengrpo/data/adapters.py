@@ -119,12 +119,15 @@ def _media_value(media: str, value: Any, root: str) -> Any:
     """A media entry with its path made absolute: a path, a list of frame paths, or a dict with overrides."""
     if isinstance(value, dict):
         source = value.get("path", value.get(media))
-        resolved = _media_value(media, source, root)
-        return {**{k: v for k, v in value.items() if k != media}, "path": resolved}
-    if isinstance(value, list) and media == "video":
+        return {**{k: v for k, v in value.items() if k != media}, "path": _media_source(media, source, root)}
+    source = _media_source(media, value, root)
+    return {"path": source} if media == "video" else source  # videos are dicts everywhere: one shape for Arrow
+
+
+def _media_source(media: str, value: Any, root: str) -> str | list[str]:
+    if isinstance(value, list) and media == "video":  # a video given as its frames
         return [media_path(v, root, "video frame") for v in value]
-    path = media_path(value, root, f"{media} entry")
-    return {"path": path} if media == "video" else path  # videos are dicts everywhere, so Arrow sees one shape
+    return media_path(value, root, f"{media} entry")
 
 
 def messages_row(row: dict, cfg: DatasetConfig, media_root: str) -> dict:
@@ -158,8 +161,9 @@ def messages_row(row: dict, cfg: DatasetConfig, media_root: str) -> dict:
             if m not in _KINDS:
                 raise RowError("wrong_type", f"messages[{k}] has a part of unknown type {m!r}")
             inline = part.get(m, part.get("path"))
-            if inline is not None:
-                media[m].append(_media_value(m, inline, media_root))
+            if inline is not None:  # qwen-vl-utils style: budget overrides sit beside the path in the part
+                options = {k: v for k, v in part.items() if k not in ("type", "text", m)}
+                media[m].append(_media_value(m, {**options, "path": inline} if options else inline, media_root))
             elif cursor[m] < len(columns[m]):
                 media[m].append(columns[m][cursor[m]])
                 cursor[m] += 1
