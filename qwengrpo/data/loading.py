@@ -35,7 +35,7 @@ def load_dataset(dataset_cfg: dict[str, Any] | DatasetConfig) -> tuple[Dataset, 
 
 def load_split(cfg: DatasetConfig, source: str | list[str], split: str = "train") -> Dataset:
     dataset = _load_hf(cfg, source, split) if cfg.format == "hf" else _load_files(cfg, source)
-    if problems := Counter(e.partition(":")[0] for e in dataset["_error"] if e):
+    if problems := Counter(e.partition(":")[0] for e in dataset["_error"][:] if e):
         logger.warning(
             "%s: %d of %d rows could not be converted (%s); validation reports each with its file and line",
             source, sum(problems.values()), len(dataset), ", ".join(f"{r}: {n}" for r, n in problems.most_common()),

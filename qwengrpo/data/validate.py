@@ -70,9 +70,10 @@ def validate_dataset(
         name=name, rows=len(dataset), decoded=decode, rejects_path=None if rejects is None else str(rejects)
     )
     columns = dataset.column_names
-    sources = dataset["_source"] if "_source" in columns else None
-    errors = dataset["_error"] if "_error" in columns else None
-    ids = dataset["id"] if "id" in columns else None
+    # Whole columns as lists: indexing a datasets `Column` row by row costs ~30 µs a row.
+    sources = dataset["_source"][:] if "_source" in columns else None
+    errors = dataset["_error"][:] if "_error" in columns else None
+    ids = dataset["id"][:] if "id" in columns else None
     repeats = _repeated_ids(ids)
     report.duplicate_ids = len(repeats)
     if repeats and duplicate_ids == "warn":
