@@ -212,7 +212,8 @@ def test_cli_validate_data_file(tmp_path, media, capsys):
     path = _cases_file(tmp_path, conv("<image>?", image="gone.png"))
     args = ["validate", path, "--model", str(processor_dir()), "--media-root", str(media)]
     assert main(args) == 1  # fail mode: the first bad row, named
-    assert f"qwengrpo validate: train: row 1 ({path}:2): image file not found: " in capsys.readouterr().err
+    expected = f"qwengrpo validate: train: missing_media: row 1 ({path}:2): image file not found: "
+    assert expected in capsys.readouterr().err
     rejects = tmp_path / "rejects.jsonl"
     assert main([*args, "--on-error", "skip", "--rejects", str(rejects), "--no-decode"]) == 0
     assert "train: 2 rows checked" in capsys.readouterr().out

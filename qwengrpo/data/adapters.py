@@ -121,7 +121,8 @@ def _media_value(media: str, value: Any, root: str) -> Any:
         source = value.get("path", value.get(media))
         return {**{k: v for k, v in value.items() if k != media}, "path": _media_source(media, source, root)}
     source = _media_source(media, value, root)
-    return {"path": source} if media == "video" else source  # videos are dicts everywhere: one shape for Arrow
+    # Videos are dicts everywhere, so the column keeps one Arrow struct type rather than falling back to Json.
+    return {"path": source} if media == "video" else source
 
 
 def _media_source(media: str, value: Any, root: str) -> str | list[str]:

@@ -52,7 +52,7 @@ def place_media(messages: list[dict], n_images: int, n_videos: int) -> list[dict
     first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
     if first_user is None:
         raise RowError("placeholder_mismatch", "the row has media but no user turn to show them in")
-    parts = [{"type": "image"}] * n_images + [{"type": "video"}] * n_videos
+    parts = [{"type": "image"} for _ in range(n_images)] + [{"type": "video"} for _ in range(n_videos)]
     out = list(messages)
     out[first_user] = {**out[first_user], "content": parts + out[first_user]["content"]}
     return out

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                 rejects=_split_path(rejects, name), duplicate_ids=cfg.duplicate_ids, name=name,
             )  # fmt: skip
         except ValidationError as exc:
-            print(f"qwengrpo validate: {name}: {exc}", file=sys.stderr)
+            print(f"qwengrpo validate: {name}: {exc.reason}: {exc}", file=sys.stderr)
             return 1
         print(report.render())
     return 0
