@@ -11,7 +11,7 @@ from test_data_helpers import conv, processor_dir, tiny_processor, write_frames,
 
 from qwengrpo.cli import main
 from qwengrpo.data import ValidationError, load_dataset, validate_dataset
-from qwengrpo.data.checks import FastChecks, decoded_check
+from qwengrpo.data.checks import FastChecks, decoded_check, reason_of
 from qwengrpo.media import MediaBudget, MediaResolver
 
 
@@ -238,3 +238,21 @@ def test_cli_validate_recipe(tmp_path, media, capsys):
     assert not (tmp_path / "out" / "rejects.jsonl").read_text()
     (eval_reject,) = (tmp_path / "out" / "rejects.eval.jsonl").read_text().splitlines()
     assert json.loads(eval_reject)["reason"] == "over_budget"
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("row 3: cannot read video /data/placeholder.mp4: x", "corrupt_media"),  # a path must not decide it
+        ("row 1: 2 image(s) given (a, b) but the prompt has 1 image placeholder(s) to match them",
+         "placeholder_mismatch"),
+        ("row 2: media columns are set but the prompt has no user message", "placeholder_mismatch"),
+        ("row 0: a video given as a dict needs a 'path' key, got keys ['fps']", "wrong_type"),
+        ("row 0: a image entry is empty (None)", "wrong_type"),
+        ("row 0: video /x.mp4: cannot sample frames (3 frames at 4 fps): nframes", "too_few_frames"),
+        ("row 0: frames of <4 frames: a.png, ...> differ in size: [(1, 1), (2, 2)]", "corrupt_media"),
+        ("row 0: something new the media layer says", "media_error"),
+    ],
+)  # fmt: skip
+def test_media_messages_map_to_reasons(message, reason):
+    assert reason_of(message) == reason

@@ -23,11 +23,11 @@ from ..media.decode import _frame_sources  # the media layer's own folder listin
 _REASONS = (
     ("missing_media", r"^(image|video) file not found: "),
     ("over_budget", r"^prompt is (at least )?\d+ tokens .* over max_prompt_tokens="),
-    ("placeholder_mismatch", r"placeholder|^media columns are set but the prompt has no user message"),
+    ("placeholder_mismatch", r"^the prompt has more \w+ placeholders|placeholder\(s\) to match them$|^media columns "),
     ("bad_resolution", r": cannot fit \d+x\d+ into the pixel budget"),
     ("too_few_frames", r" has \d+ frame\(s\)|: cannot sample frames|^frame folder .* has no "),
     ("corrupt_media", r"^cannot (read|decode) (image|video) |^frames of .* differ in size"),
-    ("wrong_type", r"^'prompt' must be|needs a 'path' key|entry is empty|^both '|^unknown \w+ option"),
+    ("wrong_type", r"^'prompt' must be|^a \w+ (given as a dict needs|entry is empty)|^both '|^unknown \w+ option"),
 )
 _ROW_PREFIX = re.compile(r"^row \d+: ")
 
