@@ -17,6 +17,7 @@ from .prompts import (
     RowError,
     apply_template,
     kind,
+    media_entries,
     media_path,
     message,
     path_list,
@@ -141,7 +142,7 @@ def messages_row(row: dict, cfg: DatasetConfig, media_root: str) -> dict:
     if not isinstance(turns, list) or not turns:
         reason = "missing_field" if turns is None else "wrong_type"
         raise RowError(reason, f"'messages' must be a non-empty list of messages, got {kind(turns)}")
-    columns = {m: [_media_value(m, v, media_root) for v in _as_list(row, m)] for m in _KINDS}
+    columns = {m: [_media_value(m, v, media_root) for v in media_entries(row, m)] for m in _KINDS}
     cursor = dict.fromkeys(_KINDS, 0)
     media: dict[str, list] = {m: [] for m in _KINDS}
     messages = []
@@ -187,16 +188,6 @@ def messages_row(row: dict, cfg: DatasetConfig, media_root: str) -> dict:
         cfg.answer_column: answer,
         **_extras(row, {"messages", *MEDIA_COLUMNS}, cfg),
     }
-
-
-def _as_list(row: dict, media: str) -> list:
-    single, many = row.get(media), row.get(f"{media}s")
-    if single is not None and many is not None:
-        raise RowError("wrong_type", f"the row sets both {media!r} and {media + 's'!r}; use one")
-    value = single if single is not None else many
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
 
 
 def _question(row: dict, cfg: DatasetConfig) -> str:

@@ -97,16 +97,20 @@ def media_path(value: Any, root: str, what: str) -> str:
     return os.path.abspath(os.path.join(root, os.path.expanduser(value)))
 
 
-def path_list(row: dict, key: str, root: str) -> list[str]:
-    """`key` or `key + "s"` of a row as absolute paths: a single path or a list of them."""
+def media_entries(row: dict, key: str) -> list:
+    """The entries of `key` or `key + "s"` (a single value or a list of them), whichever the row sets."""
     single, many = row.get(key), row.get(f"{key}s")
     if single is not None and many is not None:
         raise RowError("wrong_type", f"the row sets both {key!r} and {key + 's'!r}; use one")
     value = single if single is not None else many
     if value is None:
         return []
-    values = value if isinstance(value, list) else [value]
-    return [media_path(v, root, f"{key!r} entry") for v in values]
+    return value if isinstance(value, list) else [value]
+
+
+def path_list(row: dict, key: str, root: str) -> list[str]:
+    """`key` or `key + "s"` of a row as absolute paths."""
+    return [media_path(v, root, f"{key!r} entry") for v in media_entries(row, key)]
 
 
 def kind(value: Any) -> str:
