@@ -3,6 +3,7 @@
 from .adapters import ADAPTERS, conversations_row, frames_row, hf_row, messages_row, trainer_row, video_budgets
 from .config import FORMATS, DatasetConfig
 from .loading import load_dataset, load_split
+from .preview import preview_dataset
 from .prompts import RowError, text_parts
 from .readers import read_records
 from .report import ValidationReport
@@ -21,6 +22,7 @@ __all__ = [
     "load_dataset",
     "load_split",
     "messages_row",
+    "preview_dataset",
     "read_records",
     "text_parts",
     "trainer_row",

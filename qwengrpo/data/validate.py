@@ -125,7 +125,8 @@ def validate_dataset(
             report.rejected[reason] += 1
             if out is not None:
                 record = {"row": check.index, **(source or {}), "id": ids[check.index] if ids else None}
-                out.write(json.dumps({**record, "reason": reason, "message": text}, ensure_ascii=False) + "\n")
+                record.update(reason=reason, message=text)
+                out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
             if on_error == "fail":
                 raise ValidationError(text, row=check.index, file=source and source["file"], reason=reason)
     if report.n_rejected:
