@@ -7,10 +7,17 @@ import os
 
 import datasets
 import pytest
-from test_data_helpers import conv, tiny_processor, write_frames, write_image, write_jsonl, write_video
+from media_factory import write_image, write_video
+from test_data_helpers import conv, write_frames, write_jsonl
+from transformers import AutoProcessor
 
 from qwengrpo.data import DatasetConfig, RowError, load_dataset, video_budgets
 from qwengrpo.media import MediaBudget, MediaResolver, decode_video, split_row
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_models):
+    return AutoProcessor.from_pretrained(tiny_models["qwen2_5_vl"])
 
 
 def _text(part_list: list[dict]) -> str:
@@ -27,7 +34,7 @@ def media(tmp_path):
     return root
 
 
-def test_conversations_rows(tmp_path, media):
+def test_conversations_rows(tmp_path, media, processor):
     rows = [
         conv(
             "<video>\n这个人接下来做什么？", "<answer>(1) 拿起 (2) 放下</answer>", id=0, video="clip one.mp4",
@@ -61,7 +68,7 @@ def test_conversations_rows(tmp_path, media):
     assert second["solution"] == "颜色不同"
     assert train[0]["_source"] == {"file": str(path), "line": 1, "item": 0}
     # What the trainer will do with it: the media layer accepts the rows as they are.
-    resolved = MediaResolver(tiny_processor(), MediaBudget()).resolve([train[0], train[1]])
+    resolved = MediaResolver(processor, MediaBudget()).resolve([train[0], train[1]])
     assert len(resolved[0].info[0]["frame_indices"]) == 8 and len(resolved[1].images) == 2
 
 
@@ -128,7 +135,7 @@ def test_messages_rows(tmp_path, media):
         split_row(train[index], MediaBudget(), index)  # placeholders and media agree
 
 
-def test_hf_rows_with_embedded_images(tmp_path):
+def test_hf_rows_with_embedded_images(tmp_path, processor):
     images = [write_image(tmp_path / f"{c}.png", colour=c) for c in ("red", "green")]
     source = datasets.Dataset.from_dict(
         {"picture": [str(p) for p in images], "q": ["什么颜色？", "What colour?"], "a": ["红", "green"], "k": [1, 2]}
@@ -141,7 +148,7 @@ def test_hf_rows_with_embedded_images(tmp_path):
     assert _text(train[0]["prompt"][0]["content"]) == "<image>什么颜色？ One word."
     assert train["solution"] == ["红", "green"] and train["k"] == [1, 2]
     assert train[1]["_source"] == {"file": str(tmp_path / "hf set"), "line": 0, "item": 1}
-    resolved = MediaResolver(tiny_processor(), MediaBudget()).resolve([train[0]])
+    resolved = MediaResolver(processor, MediaBudget()).resolve([train[0]])
     assert resolved[0].info[0]["original_size"] == [64, 48]
 
 

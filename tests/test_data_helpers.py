@@ -1,50 +1,23 @@
-"""Media and processors that the data tests write for themselves (no network, no fixtures on disk).
+"""Rows and media the data tests write for themselves, beyond `media_factory`'s images and clips.
 
-Kept in a module rather than a conftest.py so the data tests own it; it holds no tests.
+Kept in a module rather than in conftest.py so that the data tests own it; it holds no tests.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import tempfile
 from pathlib import Path
 
 import av
-import numpy as np
 from PIL import Image
-from transformers import AutoProcessor
-
-from qwengrpo.tiny import build_tiny_model
 
 
-@functools.cache
-def processor_dir() -> Path:
-    """A tiny Qwen2.5-VL model + processor, built once per test process (about half a second)."""
-    return build_tiny_model("qwen2_5_vl", tempfile.mkdtemp(prefix="qwengrpo-tiny-"))
-
-
-@functools.cache
-def tiny_processor():
-    return AutoProcessor.from_pretrained(processor_dir())
-
-
-def write_video(path: Path, frames: int = 8, fps: int = 4, size: tuple[int, int] = (64, 48)) -> Path:
-    """An mpeg4 clip whose frame k is a flat grey of level 20k (so tests can tell frames apart)."""
-    w, h = size
+def write_empty_video(path: Path) -> Path:
+    """An mp4 with a video stream and no frames (`start_encoding` writes the header without any frame)."""
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        container.start_encoding()  # so that a zero-frame clip still gets a header
-        for k in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 20 * k % 256, np.uint8), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
-
-
-def write_image(path: Path, size: tuple[int, int] = (64, 48), colour: str = "red") -> Path:
-    Image.new("RGB", size, colour).save(path)
+        stream = container.add_stream("mpeg4", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        container.start_encoding()
     return path
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from media_factory import write_image, write_video
 from PIL import Image
-from test_data_helpers import conv, processor_dir, tiny_processor, write_image, write_jsonl, write_video
+from test_data_helpers import conv, write_jsonl
+from transformers import AutoProcessor
 
 from qwengrpo.cli import main
 from qwengrpo.data import load_dataset
@@ -12,8 +15,13 @@ from qwengrpo.data.preview import PANEL_HEIGHT, PANEL_WIDTH, TEXT_WIDTH, preview
 from qwengrpo.media import MediaBudget
 
 
+@pytest.fixture(scope="module")
+def processor(tiny_models):
+    return AutoProcessor.from_pretrained(tiny_models["qwen2_5_vl"])
+
+
 def _rows(tmp_path):
-    write_video(tmp_path / "clip 1.mp4", frames=8, fps=4)
+    write_video(tmp_path / "clip 1.mp4", n_frames=8, fps=4)
     write_image(tmp_path / "photo.png", size=(320, 200), colour="blue")
     rows = [
         conv("<video>\n画面变亮了吗？", "是", video="clip 1.mp4"),
@@ -28,11 +36,11 @@ def _panels(sheet: Image.Image) -> list[np.ndarray]:
     return [pixels[k * PANEL_HEIGHT : (k + 1) * PANEL_HEIGHT] for k in range(sheet.height // PANEL_HEIGHT)]
 
 
-def test_contact_sheet_has_one_panel_per_row(tmp_path):
+def test_contact_sheet_has_one_panel_per_row(tmp_path, processor):
     train, _ = load_dataset({"format": "conversations", "train": str(_rows(tmp_path))})
     out = tmp_path / "sheet" / "preview.png"
     budget = MediaBudget(video_fps=2.0, video_max_frames=4)
-    assert preview_dataset(train, tiny_processor(), budget, out, n=8) == 3  # n is capped by the rows there are
+    assert preview_dataset(train, processor, budget, out, n=8) == 3  # n is capped by the rows there are
     sheet = Image.open(out)
     assert sheet.size == (PANEL_WIDTH, 3 * PANEL_HEIGHT)
     video, image, broken = (p[:-1, TEXT_WIDTH + 20 :] for p in _panels(sheet))  # less the grey separator
@@ -47,15 +55,15 @@ def test_contact_sheet_has_one_panel_per_row(tmp_path):
     assert not ((abs(r - g) < 10) & (abs(g - b) < 10) & (r < 200)).any() and not ((b > 200) & (r < 50)).any()
 
 
-def test_preview_first_n_rows(tmp_path):
+def test_preview_first_n_rows(tmp_path, processor):
     train, _ = load_dataset({"format": "conversations", "train": str(_rows(tmp_path))})
-    assert preview_dataset(train, tiny_processor(), out=tmp_path / "two.png", n=2) == 2
+    assert preview_dataset(train, processor, out=tmp_path / "two.png", n=2) == 2
     assert Image.open(tmp_path / "two.png").size == (PANEL_WIDTH, 2 * PANEL_HEIGHT)
 
 
-def test_cli_preview(tmp_path, capsys):
+def test_cli_preview(tmp_path, capsys, tiny_models):
     path = _rows(tmp_path)
     out = tmp_path / "p.png"
-    assert main(["preview", str(path), "--model", str(processor_dir()), "--n", "1", "--out", str(out)]) == 0
+    assert main(["preview", str(path), "--model", str(tiny_models["qwen2_5_vl"]), "--n", "1", "--out", str(out)]) == 0
     assert Image.open(out).size == (PANEL_WIDTH, PANEL_HEIGHT)
     assert f"wrote 1 panels to {out}" in capsys.readouterr().out

@@ -7,7 +7,9 @@ import re
 
 import pytest
 import yaml
-from test_data_helpers import conv, processor_dir, tiny_processor, write_frames, write_image, write_jsonl, write_video
+from media_factory import write_image, write_video
+from test_data_helpers import conv, write_empty_video, write_frames, write_jsonl
+from transformers import AutoProcessor
 
 from qwengrpo.cli import main
 from qwengrpo.data import ValidationError, load_dataset, validate_dataset
@@ -16,12 +18,17 @@ from qwengrpo.media import MediaBudget, MediaResolver
 
 
 @pytest.fixture(scope="module")
+def processor(tiny_models):
+    return AutoProcessor.from_pretrained(tiny_models["qwen2_5_vl"])
+
+
+@pytest.fixture(scope="module")
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("media") / "my media"
     root.mkdir()
     good = write_video(root / "good clip.mp4")
-    write_video(root / "one frame.mp4", frames=1)
-    write_video(root / "zero frames.mp4", frames=0)
+    write_video(root / "one frame.mp4", n_frames=1, fps=4)
+    write_empty_video(root / "zero frames.mp4")
     (root / "truncated.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     (root / "garbage.mp4").write_bytes(b"\x00not a video\xff" * 64)
     write_image(root / "photo.png")
@@ -113,21 +120,23 @@ def _load(path, media, bad=None):
 
 @pytest.mark.parametrize("decode", [True, False], ids=["decode", "no-decode"])
 @pytest.mark.parametrize(("bad", "reason", "message", "decode_only", "kwargs"), MATRIX)
-def test_bad_input_fails_with_a_named_error(tmp_path, media, bad, reason, message, decode_only, kwargs, decode):
+def test_bad_input_fails_with_a_named_error(
+    tmp_path, media, bad, reason, message, decode_only, kwargs, decode, processor
+):
     path = _cases_file(tmp_path, bad)
     dataset = _load(path, media, bad)
     if decode_only and not decode:  # only decoding can see it; the fast pass must still not crash on it
-        kept, report = validate_dataset(dataset, tiny_processor(), MediaBudget(), decode=False, **kwargs)
+        kept, report = validate_dataset(dataset, processor, MediaBudget(), decode=False, **kwargs)
         assert report.ok == 2 and len(kept) == 2
         return
     with pytest.raises(ValidationError) as info:
-        validate_dataset(dataset, tiny_processor(), MediaBudget(), decode=decode, **kwargs)
+        validate_dataset(dataset, processor, MediaBudget(), decode=decode, **kwargs)
     error = info.value
     assert (error.row, error.file, error.reason) == (1, path, reason)
     assert re.match(re.escape(f"row 1 ({path}:2): ") + message, str(error)), str(error)
 
 
-def test_skip_mode_writes_every_rejected_row(tmp_path, media, caplog):
+def test_skip_mode_writes_every_rejected_row(tmp_path, media, caplog, processor):
     bad_rows = [(p.values[0], p.values[1]) for p in MATRIX if not p.values[4] and not _is_messages(p.values[0])]
     rows = [GOOD] + [bad for bad, _ in bad_rows if isinstance(bad, dict)] + [conv("<video>?", video="frames ok")]
     broken = [bad for bad, _ in bad_rows if isinstance(bad, bytes)]
@@ -135,7 +144,7 @@ def test_skip_mode_writes_every_rejected_row(tmp_path, media, caplog):
     path = write_jsonl(tmp_path / "all.jsonl", rows, raw_lines=raw)
     dataset = _load(str(path), media)
     rejects = tmp_path / "out" / "rejects.jsonl"
-    kept, report = validate_dataset(dataset, tiny_processor(), MediaBudget(), on_error="skip", rejects=rejects)
+    kept, report = validate_dataset(dataset, processor, MediaBudget(), on_error="skip", rejects=rejects)
     records = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert len(records) == len(bad_rows) == report.n_rejected and report.ok == len(kept) == 2
     assert {r["reason"] for r in records} == {reason for _, reason in bad_rows}
@@ -147,29 +156,29 @@ def test_skip_mode_writes_every_rejected_row(tmp_path, media, caplog):
     assert "_error" not in kept.column_names and kept[1]["videos"][0]["path"].endswith("frames ok")
 
 
-def test_skip_mode_needs_a_rejects_path(tmp_path, media):
+def test_skip_mode_needs_a_rejects_path(tmp_path, media, processor):
     dataset = _load(_cases_file(tmp_path, conv("x")), media)
     with pytest.raises(ValueError, match="on_error='skip' needs a rejects path"):
-        validate_dataset(dataset, tiny_processor(), on_error="skip")
+        validate_dataset(dataset, processor, on_error="skip")
 
 
-def test_duplicate_ids_warn_with_the_count(tmp_path, media, caplog):
+def test_duplicate_ids_warn_with_the_count(tmp_path, media, caplog, processor):
     rows = [GOOD, conv("<image>?", id=1, image="photo.png"), GOOD, GOOD, conv("<image>?", id=1, image="dot.png")]
     dataset = _load(str(write_jsonl(tmp_path / "d.jsonl", rows)), media)
-    kept, report = validate_dataset(dataset, tiny_processor(), decode=False)
+    kept, report = validate_dataset(dataset, processor, decode=False)
     assert len(kept) == 5 and report.duplicate_ids == 3
     assert "3 rows repeat an id of an earlier row (first: row 2 repeats id 0 of row 0)" in caplog.text
     assert "duplicate ids                  3" in report.render()
 
 
-def test_tiny_image_is_resized_up_to_the_budget(tmp_path, media):
+def test_tiny_image_is_resized_up_to_the_budget(tmp_path, media, processor):
     dataset = _load(str(write_jsonl(tmp_path / "t.jsonl", [conv("<image>?", image="dot.png")])), media)
     for decode in (True, False):
-        _, report = validate_dataset(dataset, tiny_processor(), decode=decode)
+        _, report = validate_dataset(dataset, processor, decode=decode)
         assert report.ok == 1 and report.vision_tokens == {64: 1}  # 1x1 → 56x56: 4 tokens
 
 
-def test_reward_columns_are_required(tmp_path, media):
+def test_reward_columns_are_required(tmp_path, media, processor):
     class NeedsSpan:
         __name__ = "temporal_iou"
         columns = ("span",)
@@ -179,16 +188,16 @@ def test_reward_columns_are_required(tmp_path, media):
 
     dataset = _load(str(write_jsonl(tmp_path / "t.jsonl", [GOOD])), media)
     with pytest.raises(ValidationError, match=r"answer column 'span' is missing or empty \(needed by temporal_iou\)"):
-        validate_dataset(dataset, tiny_processor(), reward_funcs=[format_only, NeedsSpan()], decode=False)
-    _, report = validate_dataset(dataset, tiny_processor(), reward_funcs=[format_only], decode=False)
+        validate_dataset(dataset, processor, reward_funcs=[format_only, NeedsSpan()], decode=False)
+    _, report = validate_dataset(dataset, processor, reward_funcs=[format_only], decode=False)
     assert report.ok == 1
 
 
-def test_fast_pass_counts_like_the_resolver(tmp_path, media):
+def test_fast_pass_counts_like_the_resolver(tmp_path, media, processor):
     """Without videos, the no-decode counts are exact: the same image tokens and prompt length as decoding."""
     rows = [conv("<image>" + "看图。" * 3, image="photo.png"), conv("<image><image>", image=["dot.png", "photo.png"])]
     dataset = _load(str(write_jsonl(tmp_path / "t.jsonl", rows)), media)
-    resolver = MediaResolver(tiny_processor(), MediaBudget(max_pixels=56 * 56 * 2), max_prompt_tokens=40)
+    resolver = MediaResolver(processor, MediaBudget(max_pixels=56 * 56 * 2), max_prompt_tokens=40)
     fast = FastChecks(resolver).run([(i, dataset[i]) for i in range(2)])
     decoded = [decoded_check(i, dataset[i], resolver) for i in range(2)]
     assert [(c.vision_tokens, c.prompt_tokens) for c in fast] == [(4, 53), (8, 32)]
@@ -196,21 +205,21 @@ def test_fast_pass_counts_like_the_resolver(tmp_path, media):
     assert [c.problem[0] if c.problem else None for c in (*fast, *decoded)] == ["over_budget", None] * 2
 
 
-def test_report_renders_a_summary_table(tmp_path, media):
+def test_report_renders_a_summary_table(tmp_path, media, processor):
     rows = [GOOD, conv("<video>?", video="good clip.mp4"), conv("<image>?", image="gone.png")]
     dataset = _load(str(write_jsonl(tmp_path / "t.jsonl", rows)), media)
-    _, report = validate_dataset(dataset, tiny_processor(), on_error="skip", rejects=tmp_path / "r.jsonl")
+    _, report = validate_dataset(dataset, processor, on_error="skip", rejects=tmp_path / "r.jsonl")
     table = report.render()
     assert "dataset: 3 rows checked (media decoded)" in table
     assert re.search(r"ok +2\n +rejected +1\n +missing_media +1\n", table)
     assert re.search(r"vision tokens per kept prompt\n +1-64 +2 +#+", table)
-    _, fast = validate_dataset(dataset, tiny_processor(), decode=False, on_error="skip", rejects=tmp_path / "r.jsonl")
+    _, fast = validate_dataset(dataset, processor, decode=False, on_error="skip", rejects=tmp_path / "r.jsonl")
     assert "1 kept rows have videos, not counted without decoding" in fast.render()
 
 
-def test_cli_validate_data_file(tmp_path, media, capsys):
+def test_cli_validate_data_file(tmp_path, media, capsys, tiny_models):
     path = _cases_file(tmp_path, conv("<image>?", image="gone.png"))
-    args = ["validate", path, "--model", str(processor_dir()), "--media-root", str(media)]
+    args = ["validate", path, "--model", str(tiny_models["qwen2_5_vl"]), "--media-root", str(media)]
     assert main(args) == 1  # fail mode: the first bad row, named
     expected = f"qwengrpo validate: train: missing_media: row 1 ({path}:2): image file not found: "
     assert expected in capsys.readouterr().err
@@ -220,24 +229,29 @@ def test_cli_validate_data_file(tmp_path, media, capsys):
     assert json.loads(rejects.read_text())["reason"] == "missing_media"
 
 
-def test_cli_validate_recipe(tmp_path, media, capsys):
-    train = write_jsonl(tmp_path / "train.jsonl", [GOOD, conv("<video>?", video="good clip.mp4")])
+def test_cli_validate_recipe(tmp_path, media, capsys, tiny_models):
+    train = write_jsonl(tmp_path / "train.jsonl", [GOOD, conv("<video>?", video="good clip.mp4"), conv("?", None)])
     val = write_jsonl(tmp_path / "val.jsonl", [GOOD, conv("<image>" + "word " * 60, image="photo.png")])
     recipe = {
         "model_name_or_path": "Qwen/Qwen2.5-VL-3B-Instruct",  # not reachable here: --model overrides it
         "dataset": {"format": "conversations", "train": str(train), "eval": str(val), "media_root": str(media),
                     "on_error": "skip", "rejects": str(tmp_path / "out" / "rejects.jsonl")},
+        "rewards": [{"name": "think_answer_format", "weight": 0.3},
+                    {"name": "answer_accuracy", "mode": "set_iou", "weight": 0.7}],
         "max_prompt_tokens": 64,
         "video_max_frames": 4,
+        "bf16": True,  # a GPU setting: validation does not build the training arguments, so it runs anyway
     }  # fmt: skip
     config = tmp_path / "task.yaml"
     config.write_text(yaml.safe_dump(recipe, allow_unicode=True))
-    assert main(["validate", str(config), "--model", str(processor_dir())]) == 0
+    assert main(["validate", str(config), "--model", str(tiny_models["qwen2_5_vl"])]) == 0
     out = capsys.readouterr().out
-    assert "train: 2 rows checked" in out and "eval: 2 rows checked" in out
-    assert not (tmp_path / "out" / "rejects.jsonl").read_text()
-    (eval_reject,) = (tmp_path / "out" / "rejects.eval.jsonl").read_text().splitlines()
-    assert json.loads(eval_reject)["reason"] == "over_budget"
+    assert "train: 3 rows checked" in out and "eval: 2 rows checked" in out
+    (train_reject,) = map(json.loads, (tmp_path / "out" / "rejects.jsonl").read_text().splitlines())
+    assert train_reject["row"] == 2 and train_reject["reason"] == "missing_answer"
+    assert "(needed by answer_accuracy_set_iou)" in train_reject["message"]
+    (eval_reject,) = map(json.loads, (tmp_path / "out" / "rejects.eval.jsonl").read_text().splitlines())
+    assert eval_reject["reason"] == "over_budget"
 
 
 @pytest.mark.parametrize(

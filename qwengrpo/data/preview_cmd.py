@@ -6,7 +6,7 @@ import argparse
 
 from .loading import load_split
 from .preview import preview_dataset
-from .recipe import add_source_arguments, target_from_args
+from .target import add_source_arguments, target_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from .loading import load_dataset
-from .recipe import add_source_arguments, reward_funcs, target_from_args
+from .target import add_source_arguments, target_from_args
 from .validate import ValidationError, validate_dataset
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_REJECTS = "outputs/rejects.jsonl"
 
@@ -26,22 +23,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoProcessor
 
+    from ..rewards import get_rewards
+
     target = target_from_args(args)
     cfg = target.dataset
     on_error = args.on_error or cfg.on_error
     rejects = args.rejects or cfg.rejects or (DEFAULT_REJECTS if on_error == "skip" else None)
-    rewards = reward_funcs(target.rewards)
+    rewards = get_rewards(target.rewards)
     processor = AutoProcessor.from_pretrained(target.model)
     train, eval_ = load_dataset(cfg)
     for name, dataset in (("train", train), ("eval", eval_)):
         if dataset is None:
             continue
-        # Without rewards to ask, the answer column the adapter filled is what must be there.
-        required = [cfg.answer_column] if rewards is None or not target.rewards else []
-        required = [c for c in required if c in dataset.column_names]
+        # Without rewards to ask (a bare data file), the answer column the adapter filled must be there.
+        required = [cfg.answer_column] if not rewards and cfg.answer_column in dataset.column_names else []
         try:
             _, report = validate_dataset(
-                dataset, processor, target.budget, reward_funcs=rewards or (), required_columns=required,
+                dataset, processor, target.budget, reward_funcs=rewards, required_columns=required,
                 max_prompt_tokens=target.max_prompt_tokens, decode=not args.no_decode, on_error=on_error,
                 rejects=_split_path(rejects, name), duplicate_ids=cfg.duplicate_ids, name=name,
             )  # fmt: skip

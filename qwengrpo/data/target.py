@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -29,7 +30,7 @@ class Target:
     model: str
     budget: MediaBudget
     max_prompt_tokens: int | None
-    rewards: list[dict]  # the recipe's reward specs: `{name: ..., weight: ..., <options>}`
+    rewards: list[Any]  # the recipe's reward specs, as `qwengrpo.rewards.get_rewards` takes them
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,20 +43,25 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def target_from_args(args: argparse.Namespace) -> Target:
-    overrides = {
-        k: v
-        for k, v in {"format": args.format, "media_root": args.media_root, "answer_column": args.answer_column}.items()
-        if v is not None
-    }
+    flags = {"format": args.format, "media_root": args.media_root, "answer_column": args.answer_column}
+    overrides = {k: v for k, v in flags.items() if v is not None}
     if args.source.endswith((".yaml", ".yml")):
+        from ..recipe import resolve_model
+
+        # The raw YAML, not `qwengrpo.recipe.load_recipe`: that builds the training arguments, whose device
+        # checks (bf16 without a GPU) have nothing to do with the data and would stop a check on a CPU box.
         with open(args.source, encoding="utf-8") as f:
-            recipe = yaml.safe_load(f) or {}
-        if "dataset" not in recipe:
+            raw = yaml.safe_load(f) or {}
+        if not raw.get("dataset"):
             raise SystemExit(f"{args.source} has no dataset: section")
-        dataset = dataclasses.replace(DatasetConfig.from_dict(recipe["dataset"]), **overrides)
-        model = args.model or recipe.get("model_name_or_path")
-        budget = MediaBudget.from_args(SimpleNamespace(**recipe))
-        max_prompt_tokens, rewards = recipe.get("max_prompt_tokens"), recipe.get("rewards") or []
+        dataset = dataclasses.replace(DatasetConfig.from_dict(raw["dataset"]), **overrides)
+        model = args.model or resolve_model(raw["model_name_or_path"], raw.get("output_dir") or tempfile.mkdtemp())
+        budget, max_prompt_tokens = MediaBudget.from_args(SimpleNamespace(**raw)), raw.get("max_prompt_tokens")
+        # Weights are the trainer's business; the specs without them are what `get_rewards` takes.
+        rewards = [
+            {k: v for k, v in s.items() if k != "weight"} if isinstance(s, dict) else s
+            for s in raw.get("rewards") or []
+        ]
     else:
         overrides.setdefault("format", _guess_format(args.source))
         dataset = DatasetConfig(train=args.source, **overrides)
@@ -80,17 +86,3 @@ def _guess_format(path: str) -> str:
             logger.info("%s: format %r (guessed from the first row's %r key)", path, fmt, key)
             return fmt
     raise SystemExit(f"cannot tell the format of {path} from its first row; pass --format")
-
-
-def reward_funcs(specs: list[dict]) -> list[Any] | None:
-    """The recipe's rewards as callables, or None when `qwengrpo.rewards.get_reward` is not there to make them."""
-    if not specs:
-        return []
-    try:
-        from ..rewards import get_reward
-    except ImportError:
-        logger.info("qwengrpo.rewards.get_reward is not available: checking the answer column, not reward columns")
-        return None
-    return [
-        get_reward(spec["name"], **{k: v for k, v in spec.items() if k not in ("name", "weight")}) for spec in specs
-    ]
