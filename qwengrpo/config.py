@@ -43,3 +43,19 @@ class QwenGRPOConfig(GRPOConfig):
     media_cache_mb: int = field(
         default=0, metadata={"help": "Keep preprocessed media across steps, up to this many MiB (0: off)."}
     )
+    validate_data: str = field(
+        default="files",
+        metadata={
+            "help": "Check every training row before step 1: 'files' (existence, headers, placeholders, text tokens), "
+            "'decode' (also decode every medium under the budgets), or 'off'.",
+            "choices": ["files", "decode", "off"],
+        },
+    )
+    on_error: str = field(
+        default="fail",
+        metadata={"help": "A bad row stops the run ('fail') or is skipped and written to `rejects_path` ('skip').",
+                  "choices": ["fail", "skip"]},
+    )  # fmt: skip
+    rejects_path: str | None = field(
+        default=None, metadata={"help": "JSONL of rejected rows (default: <output_dir>/rejects.jsonl)."}
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -48,11 +49,12 @@ class QwenGRPOTrainer(GRPOTrainer):
         args = args or QwenGRPOConfig(output_dir="outputs/qwengrpo")
         if args.use_vllm:
             raise NotImplementedError("QwenGRPOTrainer does not forward media to vLLM yet; set use_vllm=False")
+        model_id = model
         if isinstance(model, str):
-            model_id = model
             model = AutoModelForImageTextToText.from_pretrained(model_id, **(args.model_init_kwargs or {}))
-            if kwargs.get("processing_class") is None:
-                kwargs["processing_class"] = AutoProcessor.from_pretrained(model_id, padding_side="left")
+        if kwargs.get("processing_class") is None:
+            path = model_id if isinstance(model_id, str) else model.config._name_or_path
+            kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")
         if args.lora_last_k:
             apply_freezing(model, llm=True, vision_tower_=True, aligner=True)
             model = apply_last_k_lora(
@@ -67,6 +69,8 @@ class QwenGRPOTrainer(GRPOTrainer):
             # A missing gold column must fail here, not after the first generation batch.
             funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
             check_reward_columns(funcs, [*dataset.column_names, "media"])
+            if args.validate_data != "off" and kwargs.get("processing_class") is not None:
+                kwargs["train_dataset"] = self._validated(dataset, kwargs["processing_class"], args)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
 
         config = self.accelerator.unwrap_model(self.model).config
@@ -89,6 +93,28 @@ class QwenGRPOTrainer(GRPOTrainer):
         )
         self._batch_media: list[RowMedia] = []
         self._batch_rows: list[dict] = []
+
+    @staticmethod
+    def _validated(dataset, processor, args: QwenGRPOConfig):
+        """Every row checked before step 1; bad rows fail the run or are skipped into the rejects file."""
+        from accelerate import PartialState
+
+        from .data import validate_dataset
+
+        rejects = args.rejects_path or f"{args.output_dir}/rejects.jsonl"
+        kept, report = validate_dataset(
+            dataset,
+            processor,
+            MediaBudget.from_args(args),
+            max_prompt_tokens=args.max_prompt_tokens,
+            decode=args.validate_data == "decode",
+            on_error=args.on_error,
+            # Every rank validates the same rows; only the main process writes the rejects file.
+            rejects=(rejects if PartialState().is_main_process else os.devnull) if args.on_error == "skip" else None,
+        )
+        if report.n_rejected:
+            logger.warning("%s", report.render())
+        return kept
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:

@@ -133,9 +133,11 @@ def split_row(row: dict, budget: MediaBudget, index: int) -> tuple[list[dict], l
                 new_content.append(part)
                 continue
             placeholders[kind] += 1
+            options = {k: v for k, v in part.items() if k != "type"}
             inline = part.get(kind)
-            if inline is None and any(k in part for k in ("path", "fps", "max_frames", "max_pixels")):
-                inline = {k: v for k, v in part.items() if k != "type"}
+            if len(options) > 1 or (inline is None and options):
+                # `{"type": "video", "video": p, "max_frames": 4}`: the options beside the path are overrides.
+                inline = {"path": options.pop(kind), **options} if kind in options else options
             if inline is not None:
                 refs.append(_make_ref(kind, inline, budget, where))
             elif cursor[kind] < len(columns[kind]):
