@@ -11,7 +11,7 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
-from qwengrpo.offline import BeamCollator, load_groups, rank_candidates, run_offline
+from qwengrpo.offline import BeamCollator, load_groups, parse_recipe, rank_candidates, run_offline
 from qwengrpo.offline.evaluate import main as evaluate_main
 from qwengrpo.offline.state import BEST_NAME, STATE_NAME, OfflineState
 
@@ -164,3 +164,11 @@ def test_evaluate_command_compares_base_and_trained(full_run, tmp_path, capsys):
     assert results["trained"]["expected_score"] == pytest.approx(final_eval["eval_expected_score"], rel=1e-5)
     assert results["trained"]["kl_to_base"] == pytest.approx(final_eval["eval_kl"], rel=1e-4)
     assert torch.isclose(torch.tensor(results["base"]["chance_rank_accuracy"]), torch.tensor(0.2))
+
+
+def test_recipe_typos_and_other_trainers_are_errors(small_data, tmp_path):
+    config = _config(small_data, tmp_path)
+    with pytest.raises(ValueError, match="learning_rte"):
+        parse_recipe({**config, "learning_rte": 1e-5})
+    with pytest.raises(ValueError, match="offline trainer only"):
+        parse_recipe({**config, "trainer": "grpo"})

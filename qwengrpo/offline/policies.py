@@ -28,7 +28,7 @@ import torch
 from peft import PeftModel
 from torch import nn
 from transformers import AutoModelForImageTextToText, PreTrainedModel
-from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_NAME
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from qwengrpo.media import MediaResolver
 
@@ -104,18 +104,18 @@ class QwenVLPolicy(nn.Module):
 
 
 def load_policy_weights(policy: nn.Module, checkpoint: str | Path) -> None:
-    """Load a trainer checkpoint's weights into a freshly built policy of the same recipe."""
+    """Load a trainer checkpoint's weights into a freshly built policy of the same recipe, in place."""
     checkpoint = Path(checkpoint)
     if isinstance(policy, QwenVLPolicy):
-        if (checkpoint / ADAPTER_SAFE_WEIGHTS_NAME).exists():
+        if isinstance(policy.model, PeftModel):
             policy.model.load_adapter(str(checkpoint), adapter_name="default", is_trainable=False)
         else:
-            # save_pretrained may store keys in the hub layout; from_pretrained is what maps them back.
-            old = next(policy.model.parameters())
-            model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=old.dtype)
-            policy.model = model.to(old.device)
-        return
-    result = policy.load_state_dict(safetensors.torch.load_file(checkpoint / SAFE_WEIGHTS_NAME), strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{checkpoint}: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
+            # save_pretrained writes Qwen2/2.5-VL weights in the hub's key layout, which a plain load_state_dict
+            # would silently skip; from_pretrained maps them back. Copying keeps the policy's module and flags.
+            loaded = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=policy.hf_model.dtype)
+            policy.model.load_state_dict(loaded.state_dict())
+    else:
+        result = policy.load_state_dict(safetensors.torch.load_file(checkpoint / SAFE_WEIGHTS_NAME), strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(f"{checkpoint}: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
     logger.info("loaded policy weights from %s", checkpoint)

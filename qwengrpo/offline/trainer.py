@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftModel
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
@@ -20,7 +21,7 @@ from .config import OfflineGRPOConfig
 from .data import Group, GroupDataset
 from .inference import Scored, score_dataset
 from .losses import adapt_beta, candidate_metrics, group_advantages, grpo_loss, kl_terms, rce_loss, top_k_mask
-from .policies import QwenVLPolicy
+from .policies import QwenVLPolicy, load_policy_weights
 from .state import BEST_NAME, GRPO, OLD_LOGPS_NAME, RCE, STATE_NAME, OfflineState, Schedule, schedule_at
 
 logger = logging.getLogger(__name__)
@@ -211,11 +212,14 @@ class OfflineGRPOTrainer(Trainer):
         Path(self._get_output_dir(trial), BEST_NAME).write_text(json.dumps(record, indent=2))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """Also restores stage, τ, β and π_old; a Qwen-VL policy's weights load into its (PEFT) model."""
+        """Also restores stage, τ, β and π_old; a Qwen-VL policy's weights load into its inner model."""
         model = self.model if model is None else model
-        super()._load_from_checkpoint(
-            resume_from_checkpoint, model.model if isinstance(model, QwenVLPolicy) else model
-        )
+        if isinstance(model, QwenVLPolicy) and not isinstance(model.model, PeftModel):
+            load_policy_weights(model, resume_from_checkpoint)  # Trainer's state-dict load skips hub-layout keys
+        else:
+            super()._load_from_checkpoint(
+                resume_from_checkpoint, model.model if isinstance(model, QwenVLPolicy) else model
+            )
         if os.path.isfile(os.path.join(resume_from_checkpoint, STATE_NAME)):
             self.offline_state = OfflineState.load(resume_from_checkpoint)
             self.old_logps = torch.load(os.path.join(resume_from_checkpoint, OLD_LOGPS_NAME), weights_only=True)
