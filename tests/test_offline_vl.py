@@ -161,6 +161,7 @@ def test_recipe_trains_lora_with_media_in_the_loss(tiny, images, tmp_path):
     assert {n for n in lora if "lora_B" in n} <= changed
     assert changed <= set(lora)  # the base model, vision tower included, did not move
     assert {log["stage"] for log in trainer.state.log_history if "stage" in log} == {1.0, 2.0}
+    assert policy.hf_model.is_activation_checkpointing  # the recipe's setting reached the wrapped model
 
     checkpoint = tmp_path / "run" / "checkpoint-4"
     for name in (ADAPTER_SAFE_WEIGHTS_NAME, STATE_NAME, OLD_LOGPS_NAME, "processor_config.json"):

@@ -160,8 +160,9 @@ class OfflineGRPOTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Expected score, candidate-rank accuracy and (on the eval set) KL to the starting policy."""
-        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        dataset = _as_dataset(dataset)
+        dataset = _as_dataset(self.eval_dataset if eval_dataset is None else eval_dataset)
+        if dataset is None:
+            raise ValueError("evaluate() needs held-out groups: pass eval_dataset here or to the trainer")
         scored = self.score(dataset)
         metrics = candidate_metrics(*scored)
         start = self.old_logps.get("eval") if dataset is self.eval_dataset else None
