@@ -1,0 +1,150 @@
+"""Groups of K scored candidates per query: the two source formats, a dataset, and one collator per format.
+
+Beam format (the source's beam-search output): a JSON object `{query_id: {"id_list": [[7232, 2229, 8211], ...],
+"score_list": [0.046, ...]}}`, or a list of such rows each with a `"query"` (or `"query_id"`) key. A query is an
+int id or a list of numbers (features); each candidate is a sequence of ids (e.g. in-context shots from a pool).
+
+Text format (for Qwen-VL policies): rows `{"prompt": messages | str, "image" | "images" | "video" | "videos": ...,
+"completions": [K strings], "scores": [K numbers]}`; media columns follow `qwengrpo.media` conventions.
+
+Both become `Group`s. Collators turn a list of groups into the batch a policy reads (see `policies`): always
+`scores[B, K]`, `mask[B, K]` (False where a group has fewer than K candidates) and `index[B]`, plus the
+format's own fields.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+BEAM, TEXT = "beam", "text"
+PAD_ID = -1  # pads ragged shot sequences; never a valid pool index
+
+
+@dataclass
+class Group:
+    """One query with its candidates. Not a dict, so that Trainer's unused-column removal leaves it whole."""
+
+    query: Any  # beam: the query id or features; text: the prompt row (prompt + media columns)
+    candidates: list  # beam: K id sequences; text: K completion strings
+    scores: list[float] | None = None  # None for new queries that are only ranked
+    index: int = -1  # position in its dataset (keys the precomputed π_old log-probs)
+
+
+def _check(where: str, candidates: list, scores: list | None) -> None:
+    if not candidates:
+        raise ValueError(f"{where}: no candidates")
+    if scores is not None and len(scores) != len(candidates):
+        raise ValueError(f"{where}: {len(candidates)} candidates but {len(scores)} scores")
+
+
+def _query_key(key: str) -> Any:
+    return int(key) if key.lstrip("-").isdigit() else key
+
+
+def beam_groups(raw: dict | list[dict]) -> list[Group]:
+    """Source beam data (`id_list` / `score_list`, keyed by query id or with a `query`/`query_id` column)."""
+    if isinstance(raw, dict):
+        raw = [{"query": _query_key(k), **v} for k, v in raw.items()]
+    groups = []
+    for i, row in enumerate(raw):
+        query = row["query"] if "query" in row else row.get("query_id")
+        candidates = [list(map(int, seq)) for seq in row["id_list"]]
+        scores = [float(s) for s in row["score_list"]] if "score_list" in row else None
+        _check(f"beam row {i} (query {query!r})", candidates, scores)
+        groups.append(Group(query, candidates, scores))
+    return groups
+
+
+def text_groups(rows: list[dict]) -> list[Group]:
+    """Rows of a prompt (with media) and its K scored completions."""
+    groups = []
+    for i, row in enumerate(rows):
+        query = {k: v for k, v in row.items() if k not in ("completions", "scores")}
+        if isinstance(query.get("prompt"), str):
+            query["prompt"] = [{"role": "user", "content": query["prompt"]}]
+        candidates = [str(c) for c in row["completions"]]
+        scores = [float(s) for s in row["scores"]] if "scores" in row else None
+        _check(f"text row {i}", candidates, scores)
+        groups.append(Group(query, candidates, scores))
+    return groups
+
+
+def load_groups(path: str | Path, data_format: str) -> list[Group]:
+    """Read a `.json` or `.jsonl` file of the given format (`"beam"` or `"text"`)."""
+    if data_format not in (BEAM, TEXT):
+        raise ValueError(f"unknown data_format {data_format!r}; expected {BEAM!r} or {TEXT!r}")
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines() if path.suffix == ".jsonl" else None
+    raw = [json.loads(line) for line in lines if line.strip()] if lines is not None else json.loads(text)
+    return beam_groups(raw) if data_format == BEAM else text_groups(raw)
+
+
+def split_groups(groups: list[Group], eval_fraction: float, seed: int = 0) -> tuple[list[Group], list[Group]]:
+    """A seeded held-out split: `eval_fraction` of the groups (at least one) go to the second list."""
+    order = list(range(len(groups)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(eval_fraction * len(groups)))
+    held = set(order[:n_eval])
+    return [g for i, g in enumerate(groups) if i not in held], [g for i, g in enumerate(groups) if i in held]
+
+
+class GroupDataset(Dataset):
+    """Groups indexed 0..N-1; each group's `index` is its position here."""
+
+    def __init__(self, groups: list[Group]) -> None:
+        self.groups = [Group(g.query, g.candidates, g.scores, i) for i, g in enumerate(groups)]
+        self.max_candidates = max((len(g.candidates) for g in self.groups), default=0)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> Group:
+        return self.groups[i]
+
+
+def _common(groups: list[Group]) -> dict[str, torch.Tensor]:
+    k = max(len(g.candidates) for g in groups)
+    scores = torch.zeros(len(groups), k)
+    mask = torch.zeros(len(groups), k, dtype=torch.bool)
+    for i, g in enumerate(groups):
+        n = len(g.candidates)
+        mask[i, :n] = True
+        if g.scores is not None:
+            scores[i, :n] = torch.tensor(g.scores)
+    return {"scores": scores, "mask": mask, "index": torch.tensor([g.index for g in groups])}
+
+
+class BeamCollator:
+    """Beam groups → `query` (tensor of ids or features), `candidates[B, K, L]` (PAD_ID-padded), `lengths[B, K]`."""
+
+    def __call__(self, groups: list[Group]) -> dict[str, torch.Tensor]:
+        batch = _common(groups)
+        b, k = batch["mask"].shape
+        length = max(len(seq) for g in groups for seq in g.candidates)
+        candidates = torch.full((b, k, length), PAD_ID, dtype=torch.long)
+        lengths = torch.zeros(b, k, dtype=torch.long)
+        for i, g in enumerate(groups):
+            for j, seq in enumerate(g.candidates):
+                candidates[i, j, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                lengths[i, j] = len(seq)
+        return {
+            **batch,
+            "query": torch.tensor([g.query for g in groups]),
+            "candidates": candidates,
+            "lengths": lengths,
+        }
+
+
+class TextCollator:
+    """Text groups → `rows` (the prompt rows, media unresolved) and `completions` (B lists of strings)."""
+
+    def __call__(self, groups: list[Group]) -> dict[str, Any]:
+        return {**_common(groups), "rows": [g.query for g in groups], "completions": [g.candidates for g in groups]}

@@ -1,0 +1,172 @@
+"""A pointer-network policy that picks in-context examples from a pool, trained offline on synthetic beam data.
+
+The source system's use case: for each query, beam search produced K shot sequences (`id_list`, ids of examples
+in a pool) with a score each (`score_list`); a pointer network that scores shot sequences is post-trained on
+them with RCE then GRPO. Run it end to end on synthetic data (a minute on a laptop CPU):
+
+    python recipes/examples/pointer_policy.py --out /tmp/pointer_demo
+
+The policy follows the `qwengrpo.offline.policies` interface: `forward(batch) -> [B, K]` sequence log-probs for
+the batches of `BeamCollator`. A sequence's log-prob is the sum over its steps of the log-softmax pointer score of
+the picked item, items picked earlier in the sequence being excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+logger = logging.getLogger(__name__)
+
+
+class PointerPolicy(nn.Module):
+    """Query and pool items are embedded from fixed features; a GRU cell carries the picks made so far."""
+
+    def __init__(
+        self, query_features: torch.Tensor, pool_features: torch.Tensor, hidden_size: int = 32, init_scale: float = 0.1
+    ) -> None:
+        super().__init__()
+        # Features are data, not weights: non-persistent buffers keep them out of checkpoints.
+        self.register_buffer("query_features", query_features.float(), persistent=False)
+        self.register_buffer("pool_features", pool_features.float(), persistent=False)
+        dim = query_features.shape[1]
+        self.query_proj = nn.Linear(dim, hidden_size)
+        self.pool_proj = nn.Linear(dim, hidden_size)
+        self.cell = nn.GRUCell(hidden_size, hidden_size)
+        # The pointer logits' scale; a small start makes the untrained policy nearly uniform over sequences.
+        self.scale = nn.Parameter(torch.tensor(float(init_scale)))
+
+    def _start(self, query: torch.Tensor, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = self.pool_proj(self.pool_features)
+        state = self.query_proj(self.query_features[query])
+        return keys, state.repeat_interleave(copies, dim=0)
+
+    def _logits(self, state: torch.Tensor, keys: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+        return (self.scale * state @ keys.T).masked_fill(picked, float("-inf"))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        candidates, lengths = batch["candidates"], batch["lengths"]
+        b, k, steps = candidates.shape
+        keys, state = self._start(batch["query"], k)
+        ids, lengths = candidates.reshape(b * k, steps), lengths.reshape(b * k)
+        picked = torch.zeros(b * k, keys.shape[0], dtype=torch.bool, device=keys.device)
+        total = torch.zeros(b * k, device=keys.device)
+        for t in range(steps):
+            logp = self._logits(state, keys, picked).log_softmax(-1)
+            valid = t < lengths
+            item = ids[:, t].clamp(min=0)  # padding reads item 0 and is then masked out
+            total = total + torch.where(valid, logp.gather(-1, item[:, None]).squeeze(-1), 0.0)
+            picked = picked | (F.one_hot(item, keys.shape[0]).bool() & valid[:, None])
+            state = self.cell(keys[item], state)
+        return total.view(b, k)
+
+    @torch.no_grad()
+    def greedy_shots(self, query: torch.Tensor, shots: int) -> torch.Tensor:
+        """Pick `shots` pool items per query, each the most likely next one: the source's inference step."""
+        keys, state = self._start(query, 1)
+        picked = torch.zeros(len(query), keys.shape[0], dtype=torch.bool, device=keys.device)
+        out = []
+        for _ in range(shots):
+            item = self._logits(state, keys, picked).argmax(-1)
+            picked[torch.arange(len(query)), item] = True
+            out.append(item)
+            state = self.cell(keys[item], state)
+        return torch.stack(out, dim=1)
+
+
+def build_policy(features: str, hidden_size: int = 32, init_scale: float = 0.1, seed: int = 0) -> PointerPolicy:
+    """The recipe's builder (`policy: recipes/examples/pointer_policy.py:build_policy`)."""
+    tables = json.loads(Path(features).read_text())
+    torch.manual_seed(seed)
+    queries, pool = torch.tensor(tables["query_features"]), torch.tensor(tables["pool_features"])
+    return PointerPolicy(queries, pool, hidden_size, init_scale)
+
+
+def make_synthetic_beams(
+    out_dir: str | Path,
+    n_train: int = 240,
+    n_eval: int = 60,
+    pool_size: int = 24,
+    beams: int = 5,
+    shots: int = 2,
+    dim: int = 8,
+    noise: float = 0.05,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write `train.json`, `eval.json` (source beam format, keyed by query id) and `features.json`.
+
+    Each query and pool item has a feature vector; a shot's usefulness is a fixed bilinear form of the two, and a
+    beam's score is its shots' mean usefulness plus noise. Held-out queries are new feature vectors, so rank
+    accuracy there measures whether the policy learned the form rather than memorised queries.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    queries = torch.randn(n_train + n_eval, dim, generator=g)
+    pool = torch.randn(pool_size, dim, generator=g)
+    usefulness = queries @ torch.randn(dim, dim, generator=g) @ pool.T / dim**0.5
+    rows = {}
+    for q in range(n_train + n_eval):
+        id_list = [torch.randperm(pool_size, generator=g)[:shots].tolist() for _ in range(beams)]
+        scores = [usefulness[q, seq].mean().item() + noise * torch.randn(1, generator=g).item() for seq in id_list]
+        rows[str(q)] = {"id_list": id_list, "score_list": scores}
+    keys = list(rows)
+    paths = {"train": out_dir / "train.json", "eval": out_dir / "eval.json", "features": out_dir / "features.json"}
+    paths["train"].write_text(json.dumps({k: rows[k] for k in keys[:n_train]}))
+    paths["eval"].write_text(json.dumps({k: rows[k] for k in keys[n_train:]}))
+    paths["features"].write_text(json.dumps({"query_features": queries.tolist(), "pool_features": pool.tolist()}))
+    return paths
+
+
+def demo_config(paths: dict[str, Path], out_dir: str | Path) -> dict:
+    """A recipe dict for `run_offline`, as a YAML file would give it."""
+    return {
+        "trainer": "offline",
+        "data_format": "beam",
+        "train_file": str(paths["train"]),
+        "eval_file": str(paths["eval"]),
+        "policy": f"{Path(__file__).resolve()}:build_policy",
+        "policy_kwargs": {"features": str(paths["features"])},
+        "output_dir": str(out_dir),
+        "num_train_epochs": 6,  # 1 RCE + 5 GRPO
+        "per_device_train_batch_size": 16,
+        "per_device_eval_batch_size": 64,
+        "learning_rate": 3e-2,  # a 3k-parameter network from scratch, not a pretrained LLM
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.1,  # a fraction of all steps
+        "eval_strategy": "epoch",
+        "save_strategy": "epoch",
+        "logging_steps": 5,
+        "refresh_old_policy": True,  # a random starting policy is no SFT model worth staying near
+        "report_to": "none",
+        "disable_tqdm": True,
+        "use_cpu": True,  # a network this small is faster on the CPU than a GPU launch
+    }
+
+
+def main() -> None:
+    from qwengrpo.offline import run_offline
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="pointer_demo", help="where data, checkpoints and logs go")
+    cli = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    paths = make_synthetic_beams(Path(cli.out) / "data")
+    trainer = run_offline(demo_config(paths, Path(cli.out) / "run"))
+    start = trainer.offline_state.baseline
+    final = trainer.evaluate()
+    logger.info(
+        "held-out rank accuracy %.3f -> %.3f (chance %.3f); best candidate's probability %.3f -> %.3f",
+        start["rank_accuracy"], final["eval_rank_accuracy"], 1 / 5,
+        start["best_candidate_prob"], final["eval_best_candidate_prob"],
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
