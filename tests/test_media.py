@@ -124,3 +124,17 @@ def test_trl_hook_signatures(name):
         assert params[:8] == [*expected, "compute_entropy", "compute_aux_loss"]
     else:
         assert params == TRL_HOOKS[name]
+
+
+def test_cache_keeps_media_across_steps_within_its_byte_bound(tiny_models, media_dir):
+    processor = AutoProcessor.from_pretrained(tiny_models["qwen2_5_vl"])
+    rows = [video_row(str(media_dir / "right.mp4")), video_row(str(media_dir / "left.mp4"))]
+    cached = MediaResolver(processor, MediaBudget(video_max_pixels=28 * 28 * 2), cache_bytes=2**20)
+    for _ in range(3):
+        cached.resolve(rows)
+    assert cached.decodes == 2
+    one = cached.cache.get(cached.resolve(rows[:1]) and next(iter(cached.cache._items)))
+    tight = MediaResolver(processor, MediaBudget(video_max_pixels=28 * 28 * 2), cache_bytes=one.nbytes)
+    for _ in range(2):
+        tight.resolve(rows)
+    assert tight.decodes == 4  # room for one video: the two evict each other
