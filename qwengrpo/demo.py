@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .models import mm_token_type_ids
+
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 70, 230)}
 CHANCE = 1 / len(COLOURS)
 _COLOUR_RE = re.compile("|".join(COLOURS))
@@ -129,9 +131,7 @@ def expected_reward(model, resolver, rows: list[dict], batch_size: int = 8) -> f
         pad = resolver.processor.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(m.prompt_ids)) + m.prompt_ids for m in media])
         mask = torch.tensor([[0] * (width - len(m.prompt_ids)) + [1] * len(m.prompt_ids) for m in media])
-        types = torch.zeros_like(input_ids)
-        types[input_ids == model.config.image_token_id] = 1
-        types[input_ids == model.config.video_token_id] = 2
+        types = mm_token_type_ids(input_ids, model.config)
         logits = model(
             input_ids=input_ids, attention_mask=mask, mm_token_type_ids=types, **resolver.model_inputs(media)
         )

@@ -12,7 +12,7 @@ from trl import GRPOTrainer
 
 from .config import QwenGRPOConfig
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, strip_media_columns
-from .models import apply_freezing, apply_last_k_lora
+from .models import apply_freezing, apply_last_k_lora, mm_token_type_ids
 from .rewards import check_reward_columns
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class QwenGRPOTrainer(GRPOTrainer):
                 kwargs["train_dataset"] = self._validated(dataset, kwargs["processing_class"], args)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
 
-        config = self.accelerator.unwrap_model(self.model).config
+        config = self._model_config = self.accelerator.unwrap_model(self.model).config
         self._vision_ids = {
             "image": config.image_token_id,
             "video": config.video_token_id,
@@ -134,7 +134,9 @@ class QwenGRPOTrainer(GRPOTrainer):
         rows = self._batch_media
         fields: dict[str, Any] = self.media.model_inputs(rows)
         if fields:
-            fields["mm_token_type_ids"] = [self._mm_token_types(torch.tensor(r.prompt_ids)).tolist() for r in rows]
+            fields["mm_token_type_ids"] = [
+                mm_token_type_ids(torch.tensor(r.prompt_ids), self._model_config).tolist() for r in rows
+            ]
         return [r.prompt_ids for r in rows], None, fields
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -147,12 +149,6 @@ class QwenGRPOTrainer(GRPOTrainer):
     def _compute_loss(self, model, inputs):
         self._batch_media = inputs["media"]
         return super()._compute_loss(model, inputs)
-
-    def _mm_token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
-        types = torch.zeros_like(input_ids)
-        types[input_ids == self._vision_ids["image"]] = 1
-        types[input_ids == self._vision_ids["video"]] = 2
-        return types
 
     def _get_per_token_logps_and_entropies(
         self,
@@ -176,7 +172,7 @@ class QwenGRPOTrainer(GRPOTrainer):
             model_inputs = {
                 "input_ids": ids,
                 "attention_mask": mask,
-                "mm_token_type_ids": self._mm_token_types(ids),
+                "mm_token_type_ids": mm_token_type_ids(ids, self._model_config),
                 **self.media.model_inputs(media[start : start + batch_size], ids.device),
             }
             if compute_aux_loss:

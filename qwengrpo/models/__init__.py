@@ -1,6 +1,13 @@
 """Model helpers: family facts, freezing, LoRA on the last K decoder blocks."""
 
-from .families import aligner_modules, coordinate_convention, decoder_layer_names, language_model, vision_tower
+from .families import (
+    aligner_modules,
+    coordinate_convention,
+    decoder_layer_names,
+    language_model,
+    mm_token_type_ids,
+    vision_tower,
+)
 from .freeze import apply_freezing, apply_last_k_lora, trainable_parameter_names
 
 __all__ = [
@@ -10,6 +17,7 @@ __all__ = [
     "coordinate_convention",
     "decoder_layer_names",
     "language_model",
+    "mm_token_type_ids",
     "trainable_parameter_names",
     "vision_tower",
 ]

@@ -7,6 +7,7 @@ convention, not something a config records.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 # How each family was trained to write boxes and points (see the Qwen2/2.5/3-VL technical reports).
@@ -16,6 +17,11 @@ _ABSOLUTE = {"qwen2_5_vl"}  # pixels on the resized image the model saw
 def coordinate_convention(model_type: str) -> str:
     """ "absolute" (pixels on the resized image) or "relative1000" (0–1000 of width/height)."""
     return "absolute" if model_type in _ABSOLUTE else "relative1000"
+
+
+def mm_token_type_ids(input_ids: torch.Tensor, config) -> torch.Tensor:
+    """0 for text, 1 for image pad tokens, 2 for video pad tokens: what Qwen-VL's 3-D rope reads."""
+    return (input_ids == config.image_token_id).long() + 2 * (input_ids == config.video_token_id).long()
 
 
 def _inner(model: nn.Module) -> nn.Module:

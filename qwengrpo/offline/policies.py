@@ -31,6 +31,7 @@ from transformers import AutoModelForImageTextToText, PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_NAME
 
 from qwengrpo.media import MediaResolver
+from qwengrpo.models import mm_token_type_ids as token_types
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ class QwenVLPolicy(nn.Module):
         tokenizer = resolver.processor.tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.end_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-        config = self.hf_model.config
-        self.image_token_id, self.video_token_id = config.image_token_id, config.video_token_id
 
     @property
     def hf_model(self) -> PreTrainedModel:
@@ -85,7 +84,7 @@ class QwenVLPolicy(nn.Module):
             attention[n, p_len - len(prompt) : p_len + len(completion)] = 1
             completion_mask[n, : len(completion)] = True
         input_ids, attention, completion_mask = input_ids.to(device), attention.to(device), completion_mask.to(device)
-        mm_token_type_ids = (input_ids == self.image_token_id).int() + 2 * (input_ids == self.video_token_id).int()
+        mm_token_type_ids = token_types(input_ids, self.model.config)
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention,
