@@ -16,7 +16,7 @@ from qwengrpo.recipe import default_wandb_offline, load_recipe, resolve_model
 logger = logging.getLogger("qwengrpo.train")
 
 
-def build_datasets(dataset_cfg: dict, args, processor_path: str):
+def build_datasets(dataset_cfg: dict, args):
     if dataset_cfg.get("format") == "demo":
         from qwengrpo.demo import make_datasets
 
@@ -43,7 +43,7 @@ def main() -> None:
     args = recipe.args
     default_wandb_offline(args)
     model = resolve_model(recipe.model, args.output_dir)
-    train_dataset, eval_dataset = build_datasets(recipe.dataset, args, model)
+    train_dataset, eval_dataset = build_datasets(recipe.dataset, args)
 
     from qwengrpo.rewards import get_rewards
 

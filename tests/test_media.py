@@ -138,3 +138,12 @@ def test_cache_keeps_media_across_steps_within_its_byte_bound(tiny_models, media
     for _ in range(2):
         tight.resolve(rows)
     assert tight.decodes == 4  # room for one video: the two evict each other
+
+
+def test_clip_window_selects_frames_inside_it(resolvers, media_dir):
+    # long.mp4 is 6 s at 10 fps; the window 2–4 s at 2 fps gives 4 frames between frame 20 and frame 40.
+    resolver = resolvers("qwen2_5_vl", video_max_pixels=28 * 28 * 2)
+    clip = {"path": str(media_dir / "long.mp4"), "video_start": 2.0, "video_end": 4.0}
+    (row,) = resolver.resolve([video_row(clip)])
+    indices = row.info[0]["frame_indices"]
+    assert len(indices) == 4 and indices[0] == 20 and indices[-1] == 40

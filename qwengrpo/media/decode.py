@@ -138,8 +138,7 @@ def _sample_indices(ref: MediaRef, total: int, fps: float) -> list[int]:
     if total < 2 or not fps or fps <= 0:
         raise MediaError(f"video {ref.label} has {total} frame(s) at {fps} fps; at least 2 frames are needed")
     ele = {"fps": b.video_fps, "min_frames": b.video_min_frames, "max_frames": b.video_max_frames}
-    src = ref.source if isinstance(ref.source, dict) else {}
-    ele.update({k: src[k] for k in ("video_start", "video_end") if k in src})
+    ele.update({k: v for k, v in zip(("video_start", "video_end"), ref.clip, strict=True) if v is not None})
     try:
         start, end, count = calculate_video_frame_range(ele, total, fps)
         n = smart_nframes(ele, total_frames=count, video_fps=fps)

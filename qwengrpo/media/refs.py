@@ -33,11 +33,12 @@ class MediaRef:
     budget: MediaBudget
     native_fps: float | None = None  # for frame folders/lists: the rate the frames were extracted at
     label: str = ""  # human-readable source, for error messages
+    clip: tuple[float | None, float | None] = (None, None)  # video_start / video_end, seconds
 
     @property
     def key(self) -> tuple:
         """Identity of the decoded result: same file (by path, size, mtime) and same budget → same tensors."""
-        return (self.kind, _identity(self.source), self.budget.key(self.kind), self.native_fps)
+        return (self.kind, _identity(self.source), self.budget.key(self.kind), self.native_fps, self.clip)
 
 
 def _identity(source: Any) -> Any:
@@ -84,7 +85,8 @@ def _make_ref(kind: str, value: Any, budget: MediaBudget, where: str) -> MediaRe
         if source is None:
             raise MediaError(f"{where}: a {kind} given as a dict needs a 'path' key, got keys {sorted(overrides)}")
         budget = budget.with_overrides(kind, overrides, where)
-        return MediaRef(kind, source, budget, overrides.get("native_fps"), _label(source))
+        clip = (overrides.get("video_start"), overrides.get("video_end"))
+        return MediaRef(kind, source, budget, overrides.get("native_fps"), _label(source), clip)
     if value is None:
         raise MediaError(f"{where}: a {kind} entry is empty (None)")
     return MediaRef(kind, value, budget, None, _label(value))
