@@ -43,6 +43,24 @@ class QwenGRPOConfig(GRPOConfig):
     media_cache_mb: int = field(
         default=0, metadata={"help": "Keep preprocessed media across steps, up to this many MiB (0: off)."}
     )
+    media_dedup: bool = field(
+        default=True,
+        metadata={"help": "Decode and preprocess each distinct image/video of a batch once (off: per row, to debug)."},
+    )
+    vision_encode_once: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the vision tower once per distinct image/video in each forward pass and share its output "
+            "with the G rows that show it (off: encode every row's copy, as TRL does)."
+        },
+    )
+    vision_reuse_frozen: bool = field(
+        default=True,
+        metadata={
+            "help": "When the vision tower and aligner are frozen, encode each medium once per generation batch and "
+            "reuse the outputs in generation and the old, reference and policy passes (needs vision_encode_once)."
+        },
+    )
     validate_data: str = field(
         default="files",
         metadata={

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -11,8 +13,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOTrainer
 
 from .config import QwenGRPOConfig
-from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, strip_media_columns
-from .models import apply_freezing, apply_last_k_lora, mm_token_type_ids
+from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, VisionCache, strip_media_columns
+from .media.resolver import media_model_inputs
+from .models import apply_freezing, apply_last_k_lora, mm_token_type_ids, vision_tower
 from .rewards import check_reward_columns
 
 logger = logging.getLogger(__name__)
@@ -26,6 +29,9 @@ class QwenGRPOTrainer(GRPOTrainer):
     media layer (`qwengrpo.media`) decodes and preprocesses each distinct image/video of a generation batch
     once, under the budgets of `QwenGRPOConfig`; every pass then takes its rows' tensors from there. TRL's own
     media handling is bypassed by handing it rows without media columns and prompts with bare placeholders.
+    The vision tower runs once per distinct medium per forward pass (`qwengrpo.media.VisionCache`), and once per
+    generation batch when it and the aligner are frozen; `media_dedup`, `vision_encode_once` and
+    `vision_reuse_frozen` turn each saving off for debugging.
 
     Overridden TRL methods, and why each must be:
 
@@ -36,11 +42,13 @@ class QwenGRPOTrainer(GRPOTrainer):
       attaches each row's media to the output, so shuffling/splitting carries it per row (TRL's flat
       `pixel_values_videos` would be cut by row index and corrupted).
     - `_tokenize_prompts`: returns the resolver's prompt ids and tensors instead of re-processing every
-      media part (TRL decodes each video again for each of the G copies).
+      media part (TRL decodes each video again for each of the G copies); with `vision_encode_once`, only
+      grids, and `generate` takes encoder outputs from the vision cache (`_encoder_outputs_in_generate`).
     - `_calculate_rewards`: gives rewards back the media columns and a `media` column with each medium's
       effective geometry (original and resized size, sampled frame indices, fps, timestamps).
     - `_get_per_token_logps_and_entropies`: feeds every pass (old, reference, policy) its rows' image and video
-      tensors; TRL's version slices image tensors only, so its loss forward never saw a video.
+      tensors; TRL's version slices image tensors only, so its loss forward never saw a video. It encodes each
+      distinct medium once per call (or reuses generation's outputs when the encoder is frozen).
     - `_compute_loss`: points the log-prob pass at the training micro-batch's media.
     - `_set_signature_columns_if_needed`: keeps video columns when `remove_unused_columns=True`.
     """
@@ -90,9 +98,14 @@ class QwenGRPOTrainer(GRPOTrainer):
             max_prompt_tokens=args.max_prompt_tokens,
             chat_template_kwargs=self.chat_template_kwargs,
             cache_bytes=args.media_cache_mb * 2**20,
+            dedup=args.media_dedup,
         )
         self._batch_media: list[RowMedia] = []
         self._batch_rows: list[dict] = []
+        frozen = not any(p.requires_grad for p in vision_tower(self.accelerator.unwrap_model(self.model)).parameters())
+        self._reuse_vision = args.vision_encode_once and args.vision_reuse_frozen and frozen
+        self._generation_vision: VisionCache | None = None
+        self.vision_patches = 0  # vision-tower input patches encoded through the caches (benchmarks read it)
 
     @staticmethod
     def _validated(dataset, processor, args: QwenGRPOConfig):
@@ -123,21 +136,58 @@ class QwenGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._batch_rows = inputs
         self._batch_media = self.media.resolve(inputs)
+        self._generation_vision = VisionCache(self.processing_class) if self.args.vision_encode_once else None
         stripped = [
             strip_media_columns(row, media.prompt) for row, media in zip(inputs, self._batch_media, strict=True)
         ]
-        output = super()._generate_and_score_completions(stripped)
+        with self._encoder_outputs_in_generate():
+            output = super()._generate_and_score_completions(stripped)
         output["media"] = self._batch_media
         return output
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, Any]]:
         rows = self._batch_media
-        fields: dict[str, Any] = self.media.model_inputs(rows)
+        fields: dict[str, Any] = media_model_inputs(
+            self.processing_class, rows, pixels=self._generation_vision is None
+        )
         if fields:
             fields["mm_token_type_ids"] = [
                 mm_token_type_ids(torch.tensor(r.prompt_ids), self._model_config).tolist() for r in rows
             ]
         return [r.prompt_ids for r in rows], None, fields
+
+    @contextmanager
+    def _encoder_outputs_in_generate(self) -> Iterator[None]:
+        """While TRL generates, `generate` takes the batch's encoder outputs from the vision cache.
+
+        Transformers' `generate` encodes pixel inputs in `_prepare_multimodal_encoder_kwargs_for_generation`; the
+        instance attribute set here replaces that hook for the duration of one TRL call, so the tower runs on
+        distinct media only, inside TRL's generation context (ZeRO-3 parameters gathered).
+        """
+        vision = self._generation_vision
+        if vision is None or not any(r.images or r.videos for r in self._batch_media):
+            yield
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        model = model.get_base_model() if hasattr(model, "get_base_model") else model
+
+        def prepare(model_kwargs: dict[str, Any]) -> dict[str, Any]:
+            with self.accelerator.autocast():
+                self._encode(vision, model, self._batch_media)
+            device = model_kwargs["input_ids"].device if "input_ids" in model_kwargs else None
+            model_kwargs["mm_encoder_outputs"] = vision.model_inputs(self._batch_media, device)["mm_encoder_outputs"]
+            return model_kwargs
+
+        model._prepare_multimodal_encoder_kwargs_for_generation = prepare
+        try:
+            yield
+        finally:
+            del model._prepare_multimodal_encoder_kwargs_for_generation
+
+    def _encode(self, vision: VisionCache, model, rows: list[RowMedia]) -> None:
+        before = vision.patches
+        vision.encode(model, rows)
+        self.vision_patches += vision.patches - before
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         inputs = [
@@ -164,16 +214,18 @@ class QwenGRPOTrainer(GRPOTrainer):
         media = self._batch_media
         if len(media) != input_ids.size(0):
             raise RuntimeError(f"{len(media)} rows of media for a batch of {input_ids.size(0)} sequences")
+        vision = self._vision_for_pass(model, media)
         batch_size = batch_size or input_ids.size(0)
         logps, entropies, aux_losses = [], [], []
         for start in range(0, input_ids.size(0), batch_size):
             ids = input_ids[start : start + batch_size]
             mask = attention_mask[start : start + batch_size]
+            rows = media[start : start + batch_size]
             model_inputs = {
                 "input_ids": ids,
                 "attention_mask": mask,
                 "mm_token_type_ids": mm_token_type_ids(ids, self._model_config),
-                **self.media.model_inputs(media[start : start + batch_size], ids.device),
+                **(vision or self.media).model_inputs(rows, ids.device),
             }
             if compute_aux_loss:
                 model_inputs["output_router_logits"] = True
@@ -191,3 +243,14 @@ class QwenGRPOTrainer(GRPOTrainer):
             torch.cat(entropies) if compute_entropy else None,
             torch.stack(aux_losses).mean() if compute_aux_loss else None,
         )
+
+    def _vision_for_pass(self, model, rows: list[RowMedia]) -> VisionCache | None:
+        """The encoder outputs one log-prob pass reads: generation's when the encoder is frozen, else its own."""
+        if not self.args.vision_encode_once or not any(r.images or r.videos for r in rows):
+            return None
+        reuse = self._reuse_vision and self._generation_vision is not None
+        vision = self._generation_vision if reuse else VisionCache(self.processing_class)
+        with self.accelerator.autocast():
+            # Encodes only what the cache lacks: nothing when generation's outputs are reused.
+            self._encode(vision, self.accelerator.unwrap_model(model), rows)
+        return vision

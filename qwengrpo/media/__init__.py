@@ -2,6 +2,7 @@
 
 from .budget import MediaBudget
 from .decode import DecodedImage, DecodedVideo, decode_video, load_image, natural_key, probe_video
+from .encode import VisionCache
 from .errors import MediaError
 from .refs import MEDIA_COLUMNS, MediaRef, drop_none, split_row
 from .resolver import MediaCache, MediaResolver, Processed, RowMedia, strip_media_columns
@@ -17,6 +18,7 @@ __all__ = [
     "MediaResolver",
     "Processed",
     "RowMedia",
+    "VisionCache",
     "decode_video",
     "drop_none",
     "load_image",

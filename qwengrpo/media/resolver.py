@@ -87,8 +87,10 @@ class MediaResolver:
         max_prompt_tokens: int | None = None,
         chat_template_kwargs: dict | None = None,
         cache_bytes: int = 0,
+        dedup: bool = True,
     ) -> None:
         self.processor = processor
+        self.dedup = dedup  # off only for debugging: every row then decodes its own copy
         self.budget = budget or MediaBudget()
         self.max_prompt_tokens = max_prompt_tokens
         self.chat_template_kwargs = chat_template_kwargs or {}
@@ -109,14 +111,15 @@ class MediaResolver:
             prompt, refs = split_row(row, self.budget, index)
             processed = []
             for ref in refs:
-                if ref.key not in distinct:
-                    distinct[ref.key] = self._processed(ref, index)
-                processed.append(distinct[ref.key])
+                key = ref.key if self.dedup else (index, ref.key)
+                if key not in distinct:
+                    distinct[key] = self._processed(ref, index)
+                processed.append(distinct[key])
             out.append(self._row(prompt, processed, index))
         return out
 
     def _processed(self, ref: MediaRef, index: int) -> Processed:
-        cached = self.cache.get(ref.key) if self.cache is not None else None
+        cached = self.cache.get(ref.key) if self.cache is not None and self.dedup else None
         if cached is not None:
             return cached
         try:
@@ -173,19 +176,7 @@ class MediaResolver:
 
     def model_inputs(self, rows: list[RowMedia], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """Concatenate the media tensors of `rows`, in row then placeholder order, as the model expects them."""
-        out: dict[str, torch.Tensor] = {}
-        images = [p for r in rows for p in r.images]
-        videos = [p for r in rows for p in r.videos]
-        if images:
-            out["pixel_values"] = torch.cat([p.pixel_values for p in images])
-            out["image_grid_thw"] = torch.cat([p.grid_thw for p in images])
-        if videos:
-            out["pixel_values_videos"] = torch.cat([p.pixel_values for p in videos])
-            out["video_grid_thw"] = torch.cat([p.grid_thw for p in videos])
-            # Only Qwen2.5-VL's rope reads it; the processor's input names say which family wants it.
-            if "second_per_grid_ts" in self.processor.model_input_names:
-                out["second_per_grid_ts"] = torch.tensor([p.second_per_grid_t for p in videos])
-        return {k: v.to(device) for k, v in out.items()} if device is not None else out
+        return media_model_inputs(self.processor, rows, device)
 
     def _row(self, prompt: list[dict], processed: list[Processed], index: int) -> RowMedia:
         text = self.processor.apply_chat_template(
@@ -206,6 +197,27 @@ class MediaResolver:
                 "(vision spans are never truncated)"
             )
         return RowMedia(prompt, ids, images, videos, [p.info for p in processed])
+
+
+def media_model_inputs(
+    processor: Any, rows: list[RowMedia], device: torch.device | str | None = None, *, pixels: bool = True
+) -> dict[str, torch.Tensor]:
+    """Grids (and pixel tensors unless `pixels=False`) of `rows`' media, in row then placeholder order."""
+    out: dict[str, torch.Tensor] = {}
+    images = [p for r in rows for p in r.images]
+    videos = [p for r in rows for p in r.videos]
+    if images:
+        if pixels:
+            out["pixel_values"] = torch.cat([p.pixel_values for p in images])
+        out["image_grid_thw"] = torch.cat([p.grid_thw for p in images])
+    if videos:
+        if pixels:
+            out["pixel_values_videos"] = torch.cat([p.pixel_values for p in videos])
+        out["video_grid_thw"] = torch.cat([p.grid_thw for p in videos])
+        # Only Qwen2.5-VL's rope reads it; the processor's input names say which family wants it.
+        if "second_per_grid_ts" in processor.model_input_names:
+            out["second_per_grid_ts"] = torch.tensor([p.second_per_grid_t for p in videos])
+    return {k: v.to(device) for k, v in out.items()} if device is not None else out
 
 
 def strip_media_columns(row: dict, prompt: list[dict]) -> dict:
