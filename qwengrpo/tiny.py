@@ -74,16 +74,20 @@ def _vision(family: str, patch_size: int, out: int) -> dict:
     return vision
 
 
-def _config(family: str, vocab_size: int, token_ids: dict[str, int], **text_overrides) -> dict:
+def _config(
+    family: str, vocab_size: int, token_ids: dict[str, int], vision_overrides: dict | None = None, **text_overrides
+) -> dict:
     text = {**_TEXT, **text_overrides, "vocab_size": vocab_size, "tie_word_embeddings": False}
     text.update(bos_token_id=None, eos_token_id=token_ids["<|im_end|>"], pad_token_id=token_ids["<|endoftext|>"])
     head_half = text["hidden_size"] // text["num_attention_heads"] // 2  # mrope splits half of the head dim
     if family in ("qwen2_vl", "qwen2_5_vl"):
-        text["rope_parameters"] = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
+        section = [head_half // 4, 3 * head_half // 8, 3 * head_half // 8]  # [2, 3, 3] at the default width
+        text["rope_parameters"] = {"rope_type": "default", "mrope_section": section, "rope_theta": 1e6}
         patch = 14
     else:
         text["head_dim"] = 2 * head_half
-        text["rope_parameters"] = {"rope_type": "default", "mrope_section": [4, 2, 2], "mrope_interleaved": True,
+        section = [head_half // 2, head_half // 4, head_half // 4]  # [4, 2, 2] at the default width
+        text["rope_parameters"] = {"rope_type": "default", "mrope_section": section, "mrope_interleaved": True,
                                    "rope_theta": 5e5}  # fmt: skip
         patch = 16
     if family == "qwen3_vl_moe":
@@ -95,7 +99,7 @@ def _config(family: str, vocab_size: int, token_ids: dict[str, int], **text_over
     return {
         "model_type": family,
         "text_config": text,
-        "vision_config": _vision(family, patch, text["hidden_size"]),
+        "vision_config": {**_vision(family, patch, text["hidden_size"]), **(vision_overrides or {})},
         "image_token_id": token_ids["<|image_pad|>"],
         "video_token_id": token_ids["<|video_pad|>"],
         "vision_start_token_id": token_ids["<|vision_start|>"],
@@ -126,8 +130,12 @@ def build_tokenizer(vocab_size: int = 600) -> Qwen2Tokenizer:
     return tokenizer
 
 
-def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0, **text_overrides) -> Path:
+def build_tiny_model(
+    family: str, out_dir: str | Path, seed: int = 0, vision_overrides: dict | None = None, **text_overrides
+) -> Path:
     """Write a tiny random `family` model + tokenizer + processor to `out_dir` and return the path.
+
+    `text_overrides` / `vision_overrides` change the text / vision config (benchmarks use wider, deeper ones).
 
     >>> import tempfile
     >>> path = build_tiny_model("qwen2_5_vl", tempfile.mkdtemp())
@@ -139,7 +147,7 @@ def build_tiny_model(family: str, out_dir: str | Path, seed: int = 0, **text_ove
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer()
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config_dict = _config(family, len(tokenizer), token_ids, **text_overrides)
+    config_dict = _config(family, len(tokenizer), token_ids, vision_overrides, **text_overrides)
 
     from transformers import AutoConfig
 

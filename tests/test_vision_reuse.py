@@ -137,3 +137,22 @@ def test_a_training_run_with_reuse_moves_lora_only(tiny_models, media_dir, tmp_p
     for name, param in trainer.model.named_parameters():
         moved = not torch.equal(before[name], param)
         assert moved == param.requires_grad, name
+
+
+def test_bench_vision_counts():
+    """The benchmark's counts (not its timings): TRL encodes 3·G copies per distinct image per step, qwengrpo one;
+    videos decode once per distinct video per step, and never again once cached."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "benchmarks/bench_vision.py", "--quick", "--steps", "2"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["image"]["patch_ratio"] == pytest.approx(1 / (3 * G), rel=1e-3)
+    assert result["image"]["qwengrpo"]["decodes_per_step"] == 2
+    assert result["video"]["decodes_per_step"] == result["video"]["distinct_videos"]
+    assert result["video"]["decodes_per_step_cached"] == 0
