@@ -106,7 +106,10 @@ def build_report(
     report: dict[str, Any] = {"rows": len(rows), "groups": {}, "predictions": []}
     for key in keys:
         index = [i for i, r in enumerate(rows) if key == "all" or str(r.get(group_by)) == key]
-        entry: dict[str, Any] = {"n": len(index), "rewards": {n: _mean([s[i] for i in index]) for n, s in scores.items()}}
+        entry: dict[str, Any] = {
+            "n": len(index),
+            "rewards": {n: _mean([s[i] for i in index]) for n, s in scores.items()},
+        }
         labelled = [i for i in index if golds[i] is not None]
         if labelled:
             entry.update(verdict_metrics([golds[i] for i in labelled], [texts[i] for i in labelled]))

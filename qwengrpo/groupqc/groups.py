@@ -77,7 +77,10 @@ def discover_groups(folder: str | Path, group_by: str = "filename", pattern: str
         found[group_id].append(path)
     if not found:
         raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} photos under {root}")
-    return [Group(g, sorted(found[g], key=lambda p: natural_key(p.name)), labels[g], root) for g in sorted(found, key=natural_key)]
+    return [
+        Group(g, sorted(found[g], key=lambda p: natural_key(p.name)), labels[g], root)
+        for g in sorted(found, key=natural_key)
+    ]
 
 
 def _label(value: object, where: str) -> str:

@@ -94,8 +94,13 @@ def _mission(name: str, spec: object, defaults: dict, path: Path) -> Mission:
 
 
 def load_missions(path: str | Path = DEFAULT_MISSIONS) -> dict[str, Mission]:
-    """Every mission of the YAML at `path`, by name."""
+    """Every mission of the YAML at `path`, by name.
+
+    The default path is relative to the repository root; run elsewhere, the checkout's own copy is used.
+    """
     path = Path(path)
+    if str(path) == DEFAULT_MISSIONS and not path.exists():
+        path = Path(__file__).resolve().parents[2] / DEFAULT_MISSIONS
     return dict(_load(str(path.resolve()), path.stat().st_mtime_ns))
 
 
@@ -108,7 +113,9 @@ def _load(path: str, mtime: int) -> tuple[tuple[str, Mission], ...]:
     if unknown := set(raw) - {"defaults", "missions"}:
         raise ValueError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected 'defaults' and 'missions'")
     defaults = raw.get("defaults") or {}
-    return tuple((str(name), _mission(str(name), spec, defaults, Path(path))) for name, spec in raw["missions"].items())
+    return tuple(
+        (str(name), _mission(str(name), spec, defaults, Path(path))) for name, spec in raw["missions"].items()
+    )
 
 
 def get_mission(missions: dict[str, Mission], name: str, where: str = "") -> Mission:

@@ -74,7 +74,9 @@ def run_stage_a(
         if group.id in done:
             check_alignment(done[group.id], group.relative_files(), str(out_path))
     if gone := set(done) - {g.id for g in groups}:
-        logger.warning("%s: %d written group(s) no longer in the photo folder, e.g. %s", out_path, len(gone), min(gone))
+        logger.warning(
+            "%s: %d written group(s) no longer in the photo folder, e.g. %s", out_path, len(gone), min(gone)
+        )
     todo = [g for g in groups if g.id not in done]
     resolver = MediaResolver(processor, budget)
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": mission.stage_a_text()}]}]

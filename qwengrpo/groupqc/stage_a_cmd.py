@@ -29,9 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mission to run (repeatable; default: every mission with a folder under --images)",
     )  # fmt: skip
     parser.add_argument("--missions", default=DEFAULT_MISSIONS, help=f"missions YAML (default: {DEFAULT_MISSIONS})")
-    parser.add_argument("--group-by", choices=("filename", "folder"), default="filename", help="how photos form groups")
+    parser.add_argument(
+        "--group-by", choices=("filename", "folder"), default="filename", help="how photos form groups"
+    )
     parser.add_argument("--group-pattern", default=DEFAULT_PATTERN, help="regex with (?P<group>...) over file stems")
-    parser.add_argument("--labels", help="CSV or JSONL: group_id → 通过/不通过 (folder layout 通过/ 不通过/ also works)")
+    parser.add_argument(
+        "--labels", help="CSV or JSONL: group_id → 通过/不通过 (folder layout 通过/ 不通过/ also works)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="photos per generation batch")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--max-pixels", type=int, help="pixel budget per photo (default: the processor's)")
@@ -85,5 +89,7 @@ def run(args: argparse.Namespace) -> int:
             logger.error("%s", exc)
             return 1
         unlabeled = sum(g.label is None for g in groups)
-        print(f"{name}: {result.written} written, {result.skipped} already done, {unlabeled} unlabeled → {result.path}")
+        print(
+            f"{name}: {result.written} written, {result.skipped} already done, {unlabeled} unlabeled → {result.path}"
+        )
     return 0
