@@ -149,7 +149,7 @@ def evaluate(
     max_prompt_tokens: int | None = None, group_by: str | None = "mission", label_column: str = "label",
 ) -> dict[str, Any]:  # fmt: skip
     """Complete every row with `model`, score it with `rewards`, and return the report (see `build_report`)."""
-    rows = dataset.to_list() if isinstance(dataset, Dataset) else list(dataset)
+    rows = list(dataset)  # iterating decodes `Image` features; `to_list` would hand out raw bytes
     rows = [{k: v for k, v in row.items() if k not in MEDIA_COLUMNS or v is not None} for row in rows]
     if not rows:
         raise ValueError("nothing to evaluate: the dataset has no rows")

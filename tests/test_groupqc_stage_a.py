@@ -17,6 +17,7 @@ from groupqc_factory import BAFFLE, GROUND, MISSIONS, ROOT, seeing_model, stage_
 from qwengrpo.groupqc import GroupQCError, discover_groups, load_missions, read_labels, run_stage_a
 from qwengrpo.inference import generate, load_checkpoint
 from qwengrpo.media import MediaBudget, MediaResolver
+from qwengrpo.tiny import FAMILIES
 
 
 def records(path: Path) -> list[dict]:
@@ -198,3 +199,18 @@ def test_unreadable_photo_names_group_and_file(tiny, tmp_path):
         run_stage_a(model, processor, mission, discover_groups(tmp_path / "photos"), tmp_path / "o.jsonl",
                     max_new_tokens=2, budget=MediaBudget(max_pixels=3136))  # fmt: skip
     assert [r["group_id"] for r in records(tmp_path / "o.jsonl")] == ["U1"]  # the groups before it are kept
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_generation_matches_rows_alone(family, tiny_models, tmp_path):
+    # Prompts of different lengths and photos of different sizes: left padding must not change any completion.
+    model, processor = load_checkpoint(tiny_models[family])
+    resolver = MediaResolver(processor, MediaBudget(max_pixels=28 * 28 * 16))
+    photos = [write_photo(tmp_path / f"{i}.jpg", seed) for i, seed in enumerate((0, 5, 11))]
+    rows = [
+        {"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "检查 " * (1 + 4 * i)}]}],
+         "images": [str(p)]}
+        for i, p in enumerate(photos)
+    ]  # fmt: skip
+    batched = generate(model, resolver, resolver.resolve(rows), max_new_tokens=5)
+    assert batched == [generate(model, resolver, resolver.resolve([r]), max_new_tokens=5)[0] for r in rows]
