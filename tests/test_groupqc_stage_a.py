@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from groupqc_factory import BAFFLE, GROUND, MISSIONS, ROOT, seeing_model, stage_a, write_groups, write_photo
 
-from qwengrpo.groupqc import GroupQCError, discover_groups, load_missions, read_labels, run_stage_a
+from qwengrpo.groupqc import GroupQCError, assign_labels, discover_groups, load_missions, read_labels, run_stage_a
 from qwengrpo.inference import generate, load_checkpoint
 from qwengrpo.media import MediaBudget, MediaResolver
 from qwengrpo.tiny import FAMILIES
@@ -92,6 +92,14 @@ def test_labels_from_csv_and_jsonl(tmp_path):
     (tmp_path / "l.csv").write_text("group_id,label\ng1,pass\ng2,maybe\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"l\.csv:3: label must be one of \['通过', '不通过'\].*'maybe'"):
         read_labels(tmp_path / "l.csv")
+
+
+def test_folder_label_and_labels_file_must_agree(tmp_path):
+    write_groups(tmp_path, {"A1": 1}, label="通过")
+    with pytest.raises(GroupQCError, match=r"group 'A1' sits under 通过/ but the labels file says 不通过"):
+        assign_labels(discover_groups(tmp_path), {(None, "A1"): "不通过"}, BAFFLE)
+    (group,) = assign_labels(discover_groups(tmp_path), {(BAFFLE, "A1"): "通过", (GROUND, "A1"): "不通过"}, BAFFLE)
+    assert group.label == "通过"
 
 
 def test_stage_a_over_two_missions(stage_a_out, photos, tiny):

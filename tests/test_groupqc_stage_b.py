@@ -67,6 +67,12 @@ def test_adapter_rows_in_both_modes(stage_a_files):
     lines = [f"{e['key']}: {e['summary']}" for e in record["images"]]
     assert "\n".join(lines) in user and f"检查任务：{BAFFLE}" in user and "images" not in train.column_names
 
+    labels = Path(stage_a_files["train"][0]).parent / "relabel.csv"
+    labels.write_text("group_id,label,mission\nB1,不通过,挡风板安装检查\nG1,不通过,\n", encoding="utf-8")
+    relabelled, _ = load_dataset(dataset_cfg(stage_a_files, labels=str(labels)))
+    by_id = dict(zip(relabelled["id"], relabelled["label"], strict=True))
+    assert by_id[f"{BAFFLE}/B1"] == by_id[f"{GROUND}/G1"] == "不通过" and by_id[f"{BAFFLE}/B3"] == "通过"
+
     train, _ = load_dataset(dataset_cfg(stage_a_files, group_input="images"))
     row = train[0]
     parts = row["prompt"][1]["content"]
