@@ -14,6 +14,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("qwengrpo.data.validate_cmd", "check every row of a dataset before training"),
     "preview": ("qwengrpo.data.preview_cmd", "write a PNG contact sheet of what the model will see"),
+    "stage-a": ("qwengrpo.groupqc.stage_a_cmd", "group QC: summarise every photo of every group, per mission"),
+    "evaluate": ("qwengrpo.evaluate_cmd", "score a checkpoint on held-out rows: JSON report and tables"),
 }
 
 

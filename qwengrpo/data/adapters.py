@@ -271,12 +271,20 @@ def _resolve_inline(turn: Any, root: str, index: int) -> Any:
     return {**turn, "content": parts}
 
 
+def group_qc_row(row: dict, cfg: DatasetConfig, media_root: str) -> dict:
+    """Stage-A group records → Stage-B verdict prompts; see `qwengrpo.groupqc.adapter`."""
+    from ..groupqc.adapter import group_qc_row as adapt  # imported here: groupqc builds on this package
+
+    return adapt(row, cfg, media_root)
+
+
 ADAPTERS = {
     "conversations": conversations_row,
     "messages": messages_row,
     "hf": hf_row,
     "frames": frames_row,
     "rows": trainer_row,
+    "group_qc": group_qc_row,
 }
 
 

@@ -6,7 +6,7 @@ import string
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-FORMATS = ("conversations", "messages", "hf", "frames", "rows")
+FORMATS = ("conversations", "messages", "hf", "frames", "rows", "group_qc")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class DatasetConfig:
     on_error: str = "fail"
     rejects: str | None = None
     duplicate_ids: str = "warn"
+    missions: str | None = None  # group_qc: missions YAML (default: recipes/missions/group_qc.yaml)
+    labels: str | None = None  # group_qc: labels file (CSV/JSONL) overriding the labels Stage-A wrote
+    group_input: str = "summaries"  # group_qc: the photos' Stage-A summaries, or the photos themselves ("images")
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -39,6 +42,8 @@ class DatasetConfig:
             raise ValueError(f"dataset.on_error must be 'fail' or 'skip', got {self.on_error!r}")
         if self.duplicate_ids not in ("warn", "error"):
             raise ValueError(f"dataset.duplicate_ids must be 'warn' or 'error', got {self.duplicate_ids!r}")
+        if self.group_input not in ("summaries", "images"):
+            raise ValueError(f"dataset.group_input must be 'summaries' or 'images', got {self.group_input!r}")
         roles = {"image", "question", "answer", "frames", "fps"}
         if unknown := set(self.columns) - roles:
             raise ValueError(f"dataset.columns has unknown role(s) {sorted(unknown)}; expected any of {sorted(roles)}")

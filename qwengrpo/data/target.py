@@ -21,7 +21,13 @@ from .readers import parse_row, read_records
 logger = logging.getLogger(__name__)
 
 # The first row's key that tells a data file's format when --format is not given.
-_FORMAT_KEYS = (("conversations", "conversations"), ("messages", "messages"), ("prompt", "rows"), ("frames", "frames"))
+_FORMAT_KEYS = (
+    ("conversations", "conversations"),
+    ("messages", "messages"),
+    ("prompt", "rows"),
+    ("frames", "frames"),
+    ("group_id", "group_qc"),
+)
 
 
 @dataclass

@@ -10,7 +10,8 @@ _REASON = re.compile(r"理由[:：]\s*\S")
 _GOLD_ALIASES = {"通过": "通过", "不通过": "不通过", "pass": "通过", "fail": "不通过"}
 
 
-def _gold_verdict(label: Any) -> str | None:
+def gold_verdict(label: Any) -> str | None:
+    """`通过`/`不通过` for a gold label (`pass`/`fail` and booleans too), None for anything else."""
     if isinstance(label, bool):
         return VERDICTS[0] if label else VERDICTS[1]
     return _GOLD_ALIASES.get(label.strip().lower()) if isinstance(label, str) else None
@@ -31,7 +32,7 @@ def verdict_label(
     """
     rewards: list[float | None] = []
     for text, gold in zip(completion_texts(completions), label, strict=True):
-        target = _gold_verdict(gold)
+        target = gold_verdict(gold)
         first_line = answer_text(text).split("\n", 1)[0].strip()
         rewards.append(None if target is None else float(first_line == target))
     log_count(log_metric, "verdict_label", "unparsable_gold", sum(r is None for r in rewards))

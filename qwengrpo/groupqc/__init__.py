@@ -1,0 +1,31 @@
+"""Group-level quality control: Stage-A photo summaries, the Stage-B verdict adapter, missions and labels.
+
+```bash
+qwengrpo stage-a --checkpoint CKPT --images PHOTOS --out outputs/stage_a/train   # one JSONL per mission
+accelerate launch recipes/train.py --config recipes/configs/group_qc_stage_b.yaml  # GRPO on the verdict
+qwengrpo evaluate recipes/configs/group_qc_stage_b.yaml --checkpoint outputs/group_qc_stage_b
+```
+"""
+
+from .adapter import group_qc_row
+from .groups import Group, discover_groups, read_labels
+from .missions import DEFAULT_MISSIONS, Mission, image_key, load_missions
+from .records import GroupQCError, check_record, resume
+from .stage_a import StageAResult, assign_labels, run_stage_a
+
+__all__ = [
+    "DEFAULT_MISSIONS",
+    "Group",
+    "GroupQCError",
+    "Mission",
+    "StageAResult",
+    "assign_labels",
+    "check_record",
+    "discover_groups",
+    "group_qc_row",
+    "image_key",
+    "load_missions",
+    "read_labels",
+    "resume",
+    "run_stage_a",
+]
