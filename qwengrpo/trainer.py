@@ -79,6 +79,9 @@ class QwenGRPOTrainer(GRPOTrainer):
             check_reward_columns(funcs, [*dataset.column_names, "media"])
             if args.validate_data != "off" and kwargs.get("processing_class") is not None:
                 kwargs["train_dataset"] = self._validated(dataset, kwargs["processing_class"], args)
+                evals = kwargs.get("eval_dataset")
+                if getattr(evals, "column_names", None) is not None:  # a held-out row gets the same checks
+                    kwargs["eval_dataset"] = self._validated(evals, kwargs["processing_class"], args, split="eval")
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
 
         config = self._model_config = self.accelerator.unwrap_model(self.model).config
@@ -108,13 +111,15 @@ class QwenGRPOTrainer(GRPOTrainer):
         self.vision_patches = 0  # vision-tower input patches encoded through the caches (benchmarks read it)
 
     @staticmethod
-    def _validated(dataset, processor, args: QwenGRPOConfig):
+    def _validated(dataset, processor, args: QwenGRPOConfig, split: str = "train"):
         """Every row checked before step 1; bad rows fail the run or are skipped into the rejects file."""
         from accelerate import PartialState
 
         from .data import validate_dataset
 
         rejects = args.rejects_path or f"{args.output_dir}/rejects.jsonl"
+        if split != "train":
+            rejects = rejects.removesuffix(".jsonl") + f"_{split}.jsonl"
         kept, report = validate_dataset(
             dataset,
             processor,
