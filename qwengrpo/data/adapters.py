@@ -26,6 +26,7 @@ from .prompts import (
     text_parts,
     with_system,
 )
+from .segmentation import segmentation_row
 
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _KINDS = ("image", "video")
@@ -277,6 +278,7 @@ ADAPTERS = {
     "hf": hf_row,
     "frames": frames_row,
     "rows": trainer_row,
+    "segmentation": segmentation_row,
 }
 
 
