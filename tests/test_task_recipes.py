@@ -132,6 +132,8 @@ def test_segmentation_points_with_sam2(tmp_path):
         f"dataset.train={tmp_path}/train.jsonl", f"dataset.eval={tmp_path}/val.jsonl", "lora_last_k=1",
         "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
     )  # fmt: skip
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)  # adapters only, as in the source system
     row = trainer.eval_dataset[0]
     assert (row["image"], row["mask"], row["id"]) == (
         str(tmp_path / "held_out.png"),
