@@ -10,14 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset, DatasetDict, Features, Image, List, Value
 from helpers import build_tiny_sam2
 from PIL import Image as PILImage
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from qwengrpo.data import DatasetConfig, RowError, load_dataset, segmentation_row
 from qwengrpo.models import vision_tower
 from qwengrpo.recipe import load_recipe
 from qwengrpo.rewards import get_rewards
+from qwengrpo.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs"
@@ -92,22 +95,33 @@ def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir):
                                            "dynamic_sample": True},
          "conversations": [{"from": "human", "value": "<video>\nWhich way does the dot move? Output the thinking "
                             "process in <think> </think> and final answer in <answer> </answer> tags."},
-                           {"from": "gpt", "value": f"<answer>(1) appear (2) move {way}</answer>"}]}
+                           {"from": "gpt", "value": f"<answer>(1) {way}</answer>"}]}
         for i, (video, way) in enumerate([("right.mp4", "right"), ("left.mp4", "left")])
     ]  # fmt: skip
     data = tmp_path / "assy07_grpo.json"
     data.write_text(json.dumps(rows))
+    # Sampling restricted to the two direction words, a comma and the end of turn, so that the action-set reward
+    # varies within a group and the step has a gradient: then what moved shows what the recipe tunes.
+    model_path = build_tiny_model("qwen2_5_vl", tmp_path / "tiny")
+    tokenizer = AutoProcessor.from_pretrained(model_path).tokenizer
+    keep = {
+        i for word in ("right", "left", ",", "<|im_end|>") for i in tokenizer.encode(word, add_special_tokens=False)
+    }
+    suppress = [i for i in range(len(tokenizer)) if i not in keep]
+    before = AutoModelForImageTextToText.from_pretrained(model_path).state_dict()
     trainer = run_recipe(
-        "video_qa", tmp_path, "model_name_or_path=tiny:qwen2_5_vl", f"dataset.train={data}", f"dataset.eval={data}",
-        f"dataset.media_root={media_dir}",
+        "video_qa", tmp_path, f"model_name_or_path={model_path}", f"dataset.train={data}", f"dataset.eval={data}",
+        f"dataset.media_root={media_dir}", f"generation_kwargs={{suppress_tokens: {suppress}, min_new_tokens: 1}}",
     )  # fmt: skip
     model = trainer.model
-    tower = {id(p) for p in vision_tower(model).blocks.parameters()}
-    trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    merger = {id(p) for p in vision_tower(model).merger.parameters()}
-    assert tower.isdisjoint(trainable) and merger <= trainable
-    assert {id(p) for p in model.lm_head.parameters()} <= trainable and model.is_gradient_checkpointing
-    assert_rewards_logged(trainer, ["think_answer_format", "answer_accuracy_set_iou"])
+    assert model.is_gradient_checkpointing
+    moved = {name for name, value in model.state_dict().items() if not torch.equal(before[name], value)}
+    tower = {f"model.visual.{name}" for name in vision_tower(model).blocks.state_dict(prefix="blocks.")}
+    merger = {f"model.visual.{name}" for name in vision_tower(model).merger.state_dict(prefix="merger.")}
+    assert tower <= set(before) and merger <= set(before)  # the names match the saved model's
+    assert moved.isdisjoint(tower) and moved & merger and any(".layers." in name for name in moved), sorted(moved)
+    logged = assert_rewards_logged(trainer, ["think_answer_format", "answer_accuracy_set_iou"])
+    assert logged["eval_rewards/answer_accuracy_set_iou/mean"] > 0.0  # the gold in <answer> tags was read
 
 
 def write_scene(root: Path, name: str, shift: int = 0) -> dict:
