@@ -34,16 +34,26 @@ class Recipe:
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`["max_steps=2", "dataset.train=a.jsonl"]` → nested updates, values parsed as YAML scalars/lists."""
+    """`["max_steps=2", "dataset.train=a.jsonl", "rewards.0.weight=0.5"]` → nested updates, values parsed as
+    YAML scalars/lists; a number indexes into a list (the recipe's `rewards`)."""
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects key=value, got {item!r}")
+        node: Any = config
         *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = yaml.safe_load(value)
+        for depth, part in enumerate([*parents, leaf]):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    where = ".".join(parents[:depth])
+                    raise ValueError(f"--set {key}: {where} is a list of {len(node)}; expected an index, got {part!r}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ValueError(f"--set {key}: {'.'.join(parents[:depth])} is {node!r}, not a mapping or a list")
+            if depth == len(parents):
+                node[part] = yaml.safe_load(value)
+            else:
+                node = node[part] if isinstance(node, list) else node.setdefault(part, {})
     return config
 
 

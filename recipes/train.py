@@ -26,11 +26,12 @@ def build_datasets(dataset_cfg: dict, args):
     return load_dataset(dataset_cfg)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> QwenGRPOTrainer | None:
+    """Run the recipe named in `argv` (default: the command line); returns the trained GRPO trainer."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="task YAML under recipes/configs/")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe value")
-    cli = parser.parse_args()
+    cli = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     recipe = load_recipe(cli.config, cli.set)
@@ -38,7 +39,7 @@ def main() -> None:
         from qwengrpo.offline import run_offline
 
         run_offline(recipe.raw)
-        return
+        return None
 
     args = recipe.args
     default_wandb_offline(args)
@@ -62,6 +63,7 @@ def main() -> None:
     if trainer.accelerator.is_main_process:
         logger.info("model saved to %s", args.output_dir)
         logger.info("checkpoints: %s/checkpoint-*; W&B run files (if enabled): ./wandb", args.output_dir)
+    return trainer
 
 
 if __name__ == "__main__":

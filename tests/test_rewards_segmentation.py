@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import build_tiny_sam2
 from PIL import Image
 
 from qwengrpo.rewards import NegativePoints, Sam2Points
@@ -77,37 +78,7 @@ def test_negative_points_relative1000_and_gold_formats(tmp_path):
 @pytest.fixture(scope="module")
 def sam2_checkpoint(tmp_path_factory) -> str:
     """A tiny random SAM2 (64 px input) saved as a local checkpoint, as a user's would be."""
-    from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
-
-    backbone = {
-        "model_type": "sam2_hiera_det_model",
-        "hidden_size": 16,
-        "image_size": [64, 64],
-        "blocks_per_stage": [1, 1, 2, 1],
-        "embed_dim_per_stage": [16, 32, 64, 128],
-        "num_attention_heads_per_stage": [1, 1, 1, 1],
-        "window_size_per_stage": [4, 4, 4, 4],
-        "global_attention_blocks": [3],  # a global block may not open a query-pooling stage
-        "window_positional_embedding_background_size": [2, 2],
-    }
-    vision = {
-        "model_type": "sam2_vision_model",
-        "backbone_config": backbone,
-        "backbone_channel_list": [128, 64, 32, 16],
-        "backbone_feature_sizes": [[16, 16], [8, 8], [4, 4]],
-        "fpn_hidden_size": 32,
-    }
-    config = Sam2Config(
-        vision_config=vision,
-        prompt_encoder_config={"hidden_size": 32, "image_size": 64, "patch_size": 16, "mask_input_channels": 4},
-        mask_decoder_config={"hidden_size": 32, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": 32},
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("sam2")
-    Sam2Model(config).save_pretrained(path)
-    image_processor = Sam2ImageProcessor(size={"height": 64, "width": 64}, mask_size={"height": 16, "width": 16})
-    Sam2Processor(image_processor).save_pretrained(path)
-    return str(path)
+    return build_tiny_sam2(tmp_path_factory.mktemp("sam2"))
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from .preview import preview_dataset
 from .prompts import RowError, text_parts
 from .readers import read_records
 from .report import ValidationReport
+from .segmentation import segmentation_row
 from .validate import ValidationError, validate_dataset
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "messages_row",
     "preview_dataset",
     "read_records",
+    "segmentation_row",
     "text_parts",
     "trainer_row",
     "validate_dataset",

@@ -26,6 +26,7 @@ from .prompts import (
     text_parts,
     with_system,
 )
+from .segmentation import segmentation_row
 
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _KINDS = ("image", "video")
@@ -285,6 +286,7 @@ ADAPTERS = {
     "frames": frames_row,
     "rows": trainer_row,
     "group_qc": group_qc_row,
+    "segmentation": segmentation_row,
 }
 
 

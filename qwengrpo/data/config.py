@@ -6,7 +6,7 @@ import string
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-FORMATS = ("conversations", "messages", "hf", "frames", "rows", "group_qc")
+FORMATS = ("conversations", "messages", "hf", "frames", "rows", "group_qc", "segmentation")
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class DatasetConfig:
     eval: str | list[str] | None = None
     media_root: str | None = None  # relative media paths resolve here; default: the data file's folder
     answer_column: str = "solution"
-    columns: dict[str, str] = field(default_factory=dict)  # hf/frames: source column names by role
+    columns: dict[str, str] = field(default_factory=dict)  # hf/frames/segmentation: source column names by role
     system_prompt: str | None = None
     prompt_template: str | None = None
     frames_fps: float | None = None  # frames: rate the folders were extracted at, unless a row says
@@ -44,7 +44,7 @@ class DatasetConfig:
             raise ValueError(f"dataset.duplicate_ids must be 'warn' or 'error', got {self.duplicate_ids!r}")
         if self.group_input not in ("summaries", "images"):
             raise ValueError(f"dataset.group_input must be 'summaries' or 'images', got {self.group_input!r}")
-        roles = {"image", "question", "answer", "frames", "fps"}
+        roles = {"image", "question", "answer", "frames", "fps", "mask", "confusable_mask"}
         if unknown := set(self.columns) - roles:
             raise ValueError(f"dataset.columns has unknown role(s) {sorted(unknown)}; expected any of {sorted(roles)}")
         if self.prompt_template is not None:

@@ -35,7 +35,7 @@ class AnswerAccuracy:
       (TRL only extracts anchored answers). Answers over `MATH_MAX_CHARS` (1000) score 0.0 unparsed; shorter
       pathological ones are bounded by math-verify's own timeouts (main thread only).
 
-    Empty, unparsable or spammed answers score 0.0.
+    Empty, unparsable or spammed answers score 0.0. A gold holding an `<answer>` block is read like a completion.
 
     >>> reward = AnswerAccuracy(mode="set_iou")
     >>> reward(["<answer>(1) open door (2) pick cup</answer>", "<answer>open door</answer>"],
@@ -67,7 +67,12 @@ class AnswerAccuracy:
         self, completions: list[Any], log_metric: LogMetric | None = None, **kwargs: Any
     ) -> list[float | None]:
         answers = [answer_text(text) for text in completion_texts(completions)]
-        golds = column(kwargs, self.column, self.__name__)
+        # Golds written in the answer format (the video system's data: `<answer>(1) a (2) b</answer>`) are compared
+        # by their answer part, as the completions are.
+        golds = [
+            answer_text(gold) if isinstance(gold, str) and "</answer>" in gold else gold
+            for gold in column(kwargs, self.column, self.__name__)
+        ]
         if self.mode == "math":
             rewards = self._math(answers, golds)
         else:

@@ -1,0 +1,211 @@
+"""Each task recipe trains a GRPO step and evaluates on its held-out split, on the tiny model, with data the test
+writes in that recipe's own format; the recipe's own values stay, only the model, the data paths and the budgets
+are overridden (in-process through `recipes/train.py`'s `main`, to stay fast)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, DatasetDict, Features, Image, List, Value
+from helpers import build_tiny_sam2
+from PIL import Image as PILImage
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from qwengrpo.data import DatasetConfig, RowError, load_dataset, segmentation_row
+from qwengrpo.models import vision_tower
+from qwengrpo.recipe import load_recipe
+from qwengrpo.rewards import get_rewards
+from qwengrpo.tiny import build_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "recipes" / "configs"
+_spec = importlib.util.spec_from_file_location("recipes_train", ROOT / "recipes" / "train.py")
+train = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train)
+
+# CPU, no W&B, one step and one evaluation, tiny media and completions; everything else is the recipe's.
+TINY = ["use_cpu=true", "bf16=false", "report_to=[]", "max_steps=1", "eval_steps=1", "logging_steps=1",
+        "max_completion_length=8", "max_pixels=3136", "video_max_pixels=1568", "video_max_frames=4"]  # fmt: skip
+
+
+def run_recipe(name: str, tmp_path: Path, *overrides: str):
+    sets = [*TINY, f"output_dir={tmp_path / 'out'}", *overrides]
+    return train.main(["--config", str(CONFIGS / f"{name}.yaml"), *[a for s in sets for a in ("--set", s)]])
+
+
+def assert_rewards_logged(trainer, names: list[str]) -> dict:
+    """Each reward's mean is logged for the training step and for the one evaluation; returns the evaluation's log."""
+    history = trainer.state.log_history
+    evals = [h for h in history if any(k.startswith("eval_") for k in h)]
+    assert len(evals) == 1, history
+    for name in names:
+        assert 0.0 <= evals[0][f"eval_rewards/{name}/mean"] <= 1.0, (name, evals[0])
+        assert any(f"rewards/{name}/mean" in h for h in history if h not in evals), (name, history)
+    saved = {p.name for p in Path(trainer.args.output_dir).glob("*.safetensors")}
+    assert saved & {"model.safetensors", "adapter_model.safetensors"}, saved
+    return evals[0]
+
+
+def test_image_reasoning(tmp_path):
+    # hiyouga/geometry3k's layout: a list of embedded images, a problem with an <image> tag, a LaTeX answer.
+    pictures = [PILImage.new("RGB", (56, 56), c) for c in ("red", "blue", "green")]
+    features = Features({"images": List(Image()), "problem": Value("string"), "answer": Value("string")})
+    split = {"images": [[p] for p in pictures], "problem": ["<image>Find x.", "<image>Find y.", "<image>Area?"],
+             "answer": ["3", "\\frac{1}{2}", "2\\sqrt{3}"]}  # fmt: skip
+    path = tmp_path / "geometry3k"
+    DatasetDict({s: Dataset.from_dict(split, features=features) for s in ("train", "validation")}).save_to_disk(path)
+    trainer = run_recipe(
+        "image_reasoning", tmp_path, "model_name_or_path=tiny:qwen3_vl", f"dataset.train={path}",
+        f"dataset.eval={path}", "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
+    )  # fmt: skip
+    prompt = trainer.eval_dataset[0]["prompt"][0]["content"]
+    assert [p["type"] for p in prompt] == ["image", "text"] and "<answer> </answer>" in prompt[1]["text"]
+    assert_rewards_logged(trainer, ["think_answer_format", "answer_accuracy_math"])
+
+
+def test_grounding(tmp_path, media_dir):
+    rows = [{"messages": [{"role": "user", "content": f"<image>the {c} square"}], "images": [f"{c}.png"],
+             "boxes": [16.0, 12.0, 48.0, 36.0]} for c in ("red", "green", "blue")]  # fmt: skip
+    data = tmp_path / "refcoco.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trainer = run_recipe(
+        "grounding", tmp_path, "model_name_or_path=tiny:qwen2_5_vl", f"dataset.train={data}", f"dataset.eval={data}",
+        f"dataset.media_root={media_dir}", "num_generations=2", "per_device_train_batch_size=2",
+        "per_device_eval_batch_size=2",
+    )  # fmt: skip
+    assert trainer.eval_dataset[0]["boxes"] == [16.0, 12.0, 48.0, 36.0]
+    assert_rewards_logged(trainer, ["think_answer_format", "box_iou"])
+
+
+def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir):
+    recipe = load_recipe(CONFIGS / "video_qa.yaml", [f"output_dir={tmp_path}", *TINY])
+    args = recipe.args
+    setting = (args.num_generations, args.temperature, args.top_p, args.beta, args.reward_weights)
+    freezing = (args.freeze_vision_tower, args.freeze_aligner, args.freeze_llm, args.activation_checkpointing)
+    assert (setting, freezing) == ((4, 0.7, 0.9, 0.1, [0.3, 0.7]), (True, False, False, True))
+
+    # The source system's rows: conversations, a video, meta frame budgets, the gold in <answer> tags.
+    rows = [
+        {"id": i, "video": video, "meta": {"frame_cnts": [10, 10], "min_frames": 4, "max_frames": 8,
+                                           "dynamic_sample": True},
+         "conversations": [{"from": "human", "value": "<video>\nWhich way does the dot move? Output the thinking "
+                            "process in <think> </think> and final answer in <answer> </answer> tags."},
+                           {"from": "gpt", "value": f"<answer>(1) {way}</answer>"}]}
+        for i, (video, way) in enumerate([("right.mp4", "right"), ("left.mp4", "left")])
+    ]  # fmt: skip
+    data = tmp_path / "assy07_grpo.json"
+    data.write_text(json.dumps(rows))
+    # Sampling restricted to the two direction words, a comma and the end of turn, so that the action-set reward
+    # varies within a group and the step has a gradient: then what moved shows what the recipe tunes.
+    model_path = build_tiny_model("qwen2_5_vl", tmp_path / "tiny")
+    tokenizer = AutoProcessor.from_pretrained(model_path).tokenizer
+    keep = {
+        i for word in ("right", "left", ",", "<|im_end|>") for i in tokenizer.encode(word, add_special_tokens=False)
+    }
+    suppress = [i for i in range(len(tokenizer)) if i not in keep]
+    before = AutoModelForImageTextToText.from_pretrained(model_path).state_dict()
+    trainer = run_recipe(
+        "video_qa", tmp_path, f"model_name_or_path={model_path}", f"dataset.train={data}", f"dataset.eval={data}",
+        f"dataset.media_root={media_dir}", f"generation_kwargs={{suppress_tokens: {suppress}, min_new_tokens: 1}}",
+    )  # fmt: skip
+    model = trainer.model
+    assert model.is_gradient_checkpointing
+    moved = {name for name, value in model.state_dict().items() if not torch.equal(before[name], value)}
+    tower = {f"model.visual.{name}" for name in vision_tower(model).blocks.state_dict(prefix="blocks.")}
+    merger = {f"model.visual.{name}" for name in vision_tower(model).merger.state_dict(prefix="merger.")}
+    assert tower <= set(before) and merger <= set(before)  # the names match the saved model's
+    assert moved.isdisjoint(tower) and moved & merger and any(".layers." in name for name in moved), sorted(moved)
+    logged = assert_rewards_logged(trainer, ["think_answer_format", "answer_accuracy_set_iou"])
+    assert logged["eval_rewards/answer_accuracy_set_iou/mean"] > 0.0  # the gold in <answer> tags was read
+
+
+def write_scene(root: Path, name: str, shift: int = 0) -> dict:
+    """A 60x40 image with a bright square and its gold mask, as PNG files under `root`."""
+    pixels = np.full((40, 60, 3), 30, dtype=np.uint8)
+    mask = np.zeros((40, 60), dtype=np.uint8)
+    pixels[10:30, 20 + shift : 40 + shift] = 220
+    mask[10:30, 20 + shift : 40 + shift] = 255
+    PILImage.fromarray(pixels).save(root / f"{name}.png")
+    PILImage.fromarray(mask).save(root / f"{name}_mask.png")
+    return {"image": f"{name}.png", "mask": f"{name}_mask.png", "question": "the bright square", "id": name}
+
+
+def test_segmentation_points_with_sam2(tmp_path):
+    sam2_path = build_tiny_sam2(tmp_path / "sam2")
+    train_rows = [write_scene(tmp_path, f"scene{i}", shift=5 * i) for i in range(2)]
+    eval_rows = [write_scene(tmp_path, "held_out", shift=-5)]
+    for name, rows in (("train", train_rows), ("val", eval_rows)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trainer = run_recipe(
+        "segmentation_points", tmp_path, "model_name_or_path=tiny:qwen2_5_vl", f"rewards.0.checkpoint={sam2_path}",
+        f"dataset.train={tmp_path}/train.jsonl", f"dataset.eval={tmp_path}/val.jsonl", "lora_last_k=1",
+        "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
+    )  # fmt: skip
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)  # adapters only, as in the source system
+    row = trainer.eval_dataset[0]
+    assert (row["image"], row["mask"], row["id"]) == (
+        str(tmp_path / "held_out.png"),
+        str(tmp_path / "held_out_mask.png"),
+        "held_out",
+    )
+    assert '{"point": [x, y], "label": 1}' in row["prompt"][0]["content"][1]["text"]
+    logged = assert_rewards_logged(trainer, ["sam2_points", "think_answer_format"])
+    # The image and mask reached SAM2 in every pass (a tiny random policy writes no parsable points, so SAM2 itself
+    # is run here, through the reward object the recipe built).
+    assert (logged["eval_sam2_points/unparsable_gold"], logged["eval_sam2_points/unreadable_image"]) == (0.0, 0.0)
+    sam2 = trainer.reward_funcs[0]
+    answer = '<answer>[{"point": [30, 20], "label": 1}, {"point": [5, 5], "label": 0}]</answer>'
+    (score,) = sam2([answer], mask=[row["mask"]], image=[row["image"]])
+    assert isinstance(score, float) and 0.0 <= score <= 1.0 and sam2.checkpoint == sam2_path
+
+
+def test_segmentation_adapter_checks_masks(tmp_path):
+    good = write_scene(tmp_path, "a")
+    PILImage.new("L", (30, 20)).save(tmp_path / "small_mask.png")
+    cfg = DatasetConfig(format="segmentation", train="x", prompt_template="Segment {question}.")
+    cases = [
+        ({**good, "mask": "missing.png"}, "missing_media", "mask file not found"),
+        ({**good, "mask": "small_mask.png"}, "bad_resolution", "is 30x20, its image"),
+        ({**good, "confusable_mask": "small_mask.png"}, "bad_resolution", "confusable_mask"),
+        ({k: v for k, v in good.items() if k != "question"}, "missing_field", "question column 'question'"),
+        ({**good, "mask": 3}, "wrong_type", "mask column 'mask' must be a non-empty path"),
+    ]
+    for row, reason, message in cases:
+        with pytest.raises(RowError, match=message) as error:
+            segmentation_row(row, cfg, str(tmp_path))
+        assert error.value.reason == reason
+    # Renamed source columns, through the loader: the bad row is kept with its error for validation to report.
+    rows = [{"img": "a.png", "gt": "a_mask.png", "ref": "it", "near": "a_mask.png"}, {"img": "a.png", "ref": "it"}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    columns = {"image": "img", "mask": "gt", "question": "ref", "confusable_mask": "near"}
+    dataset, _ = load_dataset({"format": "segmentation", "train": str(tmp_path / "rows.jsonl"), "columns": columns})
+    assert dataset[0]["confusable_mask"] == str(tmp_path / "a_mask.png") and dataset[0]["_error"] == ""
+    assert dataset[1]["_error"].startswith("wrong_type: mask column 'gt' must be a non-empty path")
+
+
+def test_dotted_path_reward_with_parameters(tmp_path):
+    path = tmp_path / "custom.yaml"
+    path.write_text(
+        "model_name_or_path: tiny:qwen2_5_vl\n"
+        "rewards:\n  - {name: helpers.KeywordReward, word: blue, bonus: 0.5, weight: 2.0}\n  - think_answer_format\n"
+    )
+    recipe = load_recipe(path, [f"output_dir={tmp_path}", "use_cpu=true", "bf16=false", "rewards.0.word=red"])
+    custom, fmt = get_rewards(recipe.rewards)
+    assert (custom.__name__, recipe.args.reward_weights) == ("keyword_red", [2.0, 1.0])
+    assert custom(["a red dot", "blue"]) == [0.5, 0.0] and fmt(["<think>a</think><answer>b</answer>"]) == [1.0]
+    with pytest.raises(ValueError, match=r"cannot import reward 'helpers.NoSuchReward'"):
+        get_rewards([{"name": "helpers.NoSuchReward"}])
+
+
+def test_gold_in_answer_tags_reads_as_its_answer():
+    # The video system's gold answers are written in the answer format; the reward compares their content.
+    (reward,) = get_rewards([{"name": "answer_accuracy", "mode": "set_iou"}])
+    golds = ["<answer>(1) Open door (2) Pick cup</answer>"] * 3 + ["(1) open door (2) pick cup"]
+    completions = ["<answer>(1) open door (2) pick cup</answer>", "<answer>open door</answer>", "", "open door"]
+    assert reward(completions, solution=golds) == [1.0, 0.5, 0.0, 0.5]
