@@ -146,7 +146,8 @@ def test_recipe_runs_through_train_py(stage_a_files, tmp_path):
         "output_dir": tmp_path, "dataset.train": json.dumps(stage_a_files["train"]),
         "dataset.eval": json.dumps(stage_a_files["eval"]), "max_steps": 2, "lora_last_k": 1, "num_generations": 2,
         "per_device_train_batch_size": 2, "per_device_eval_batch_size": 6, "max_completion_length": 4,
-        "eval_steps": 2, "save_steps": 2, "report_to": "[]",
+        "eval_steps": 2, "save_steps": 2, "report_to": "[]", "model_name_or_path": "tiny:qwen2_5_vl",
+        "use_cpu": "true", "bf16": "false",
     }  # fmt: skip
     cmd = [sys.executable, "recipes/train.py", "--config", recipe]
     for key, value in sets.items():
