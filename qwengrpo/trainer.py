@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOTrainer
 
@@ -14,6 +16,7 @@ from .config import QwenGRPOConfig
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, strip_media_columns
 from .models import apply_freezing, apply_last_k_lora, mm_token_type_ids
 from .rewards import check_reward_columns
+from .tracking import log_completions, row_refs, use_safe_wandb
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,9 @@ class QwenGRPOTrainer(GRPOTrainer):
       tensors; TRL's version slices image tensors only, so its loss forward never saw a video.
     - `_compute_loss`: points the log-prob pass at the training micro-batch's media.
     - `_set_signature_columns_if_needed`: keeps video columns when `remove_unused_columns=True`.
+    - `log`: TRL's completions table has no media and W&B rejects its multimodal prompt column (stopping the run),
+      so `qwengrpo.tracking.log_completions` writes the table instead, with each row's thumbnail or frame strip.
+      `__init__` also swaps in `SafeWandbCallback`, so a W&B failure is logged once and training goes on.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
@@ -93,6 +99,8 @@ class QwenGRPOTrainer(GRPOTrainer):
         )
         self._batch_media: list[RowMedia] = []
         self._batch_rows: list[dict] = []
+        self._wandb_callback = use_safe_wandb(self.callback_handler)
+        self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
 
     @staticmethod
     def _validated(dataset, processor, args: QwenGRPOConfig):
@@ -128,7 +136,18 @@ class QwenGRPOTrainer(GRPOTrainer):
         ]
         output = super()._generate_and_score_completions(stripped)
         output["media"] = self._batch_media
+        if self.log_completions:  # gathered like TRL's logged prompts, so the table can draw each row's media
+            self._logs["media"].extend(gather_object(row_refs(inputs, self._batch_media, self.media.budget)))
         return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        table, self.log_completions = self.log_completions, False  # TRL's own table: see the class docstring
+        try:
+            super().log(logs, start_time)
+        finally:
+            self.log_completions = table
+        if table and self.accelerator.is_main_process:
+            log_completions(self, self._wandb_callback)
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, Any]]:
         rows = self._batch_media
