@@ -3,13 +3,15 @@ whose failures never stop training.
 
 TRL's own completions table cannot serve Qwen-VL rows: TRL never sees our media, and W&B refuses its prompt column
 once messages hold `{"type": "image"}` parts ("Data row contained incompatible types"), which stops the run. The
-trainer therefore switches TRL's table off and calls `log_completions` instead, which writes the same parquet file
-and console sample and logs a W&B table with one picture per row: image thumbnails and, for a video, the frames the
-model was shown side by side, re-read at thumbnail size from the indices the media layer sampled.
+trainer therefore switches TRL's table off and calls `log_completions` instead: TRL's console sample, the parquet
+file (prompt and completion as text, each row's picture as PNG bytes) and a W&B table with one picture per row:
+image thumbnails and, for a video, the frames the model was shown side by side, re-read at thumbnail size from the
+indices the media layer sampled.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -131,7 +133,7 @@ def completions_frame(logs: dict[str, Any], step: int) -> pd.DataFrame:
 
 
 def log_completions(trainer: Any, wandb_callback: SafeWandbCallback | None) -> None:
-    """What TRL's `log` does with `log_completions`, plus one picture per row in the W&B table. Main process only."""
+    """What TRL's `log` does with `log_completions`, plus one picture per row (parquet and W&B). Main process only."""
     from trl.trainer.utils import print_prompt_completions_sample
 
     logs, step = trainer._logs, trainer.state.global_step
@@ -141,16 +143,26 @@ def log_completions(trainer: Any, wandb_callback: SafeWandbCallback | None) -> N
             trainer.num_completions_to_print, extra=dict(logs["extra"]),
         )  # fmt: skip
     frame = completions_frame(logs, step)
-    frame.to_parquet(os.path.join(trainer.args.output_dir, "completions", f"completions_{step:05d}.parquet"))
-    if wandb_callback is None or not wandb_callback.active:
-        return
-    if len(logs["media"]) == len(frame):
+    if len(logs["media"]) == len(frame):  # always, unless the media log went missing
         draw = Thumbnails()
         frame.insert(1, "media", [draw(refs) for refs in logs["media"]])
+    # The parquet keeps each picture as PNG bytes (`PIL.Image.open(io.BytesIO(...))` shows it again).
+    stored = frame.assign(media=[_png(im) for im in frame["media"]]) if "media" in frame else frame
+    stored.to_parquet(os.path.join(trainer.args.output_dir, "completions", f"completions_{step:05d}.parquet"))
+    if wandb_callback is None or not wandb_callback.active:
+        return
     if trainer.log_unique_prompts:
         frame = frame[~frame["prompt"].duplicated()]
     key = "completions" if trainer.model.training else "eval/completions"
     wandb_callback.log_table(key, frame, step)
+
+
+def _png(image: Image.Image | None) -> bytes | None:
+    if image is None:
+        return None
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 class SafeWandbCallback(WandbCallback):
@@ -199,9 +211,10 @@ class SafeWandbCallback(WandbCallback):
     def log_table(self, key: str, frame: pd.DataFrame, step: int) -> None:
         def log(callback: SafeWandbCallback) -> None:
             wandb = callback._wandb
+            table = frame
             if "media" in frame:
-                frame["media"] = [wandb.Image(im) if im is not None else None for im in frame["media"]]
-            wandb.log({key: wandb.Table(dataframe=frame), "train/global_step": step})
+                table = frame.assign(media=[wandb.Image(im) if im is not None else None for im in frame["media"]])
+            wandb.log({key: wandb.Table(dataframe=table), "train/global_step": step})
 
         self._guarded(log)
 

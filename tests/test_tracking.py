@@ -3,11 +3,13 @@ thumbnails and text of the completions table."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
 
 import numpy as np
+import pandas as pd
 import pytest
 import wandb
 from helpers import IMG, VID, length_reward, rows_for, user
@@ -91,7 +93,11 @@ def test_offline_run_logs_scalars_and_a_table_with_media(tiny_models, media_dir,
         "user: <video> direction?": strip,
         "user: <image> <video> both?": (64 + 4 + strip[0], STRIP_HEIGHT),
     }
-    assert list((tmp_path / "out" / "completions").glob("completions_*.parquet"))
+    stored = pd.read_parquet(tmp_path / "out" / "completions" / "completions_00002.parquet")
+    pictures = {
+        p: m and Image.open(io.BytesIO(m)).size for p, m in zip(stored["prompt"], stored["media"], strict=True)
+    }
+    assert pictures == sizes  # the parquet keeps the same pictures, as PNG bytes
 
 
 def test_unreachable_wandb_server_warns_once_and_training_completes(
