@@ -178,8 +178,14 @@ class SafeWandbCallback(WandbCallback):
         return self._wandb is not None and self._wandb.run is not None
 
     def disable(self, exc: BaseException) -> None:
-        self.error, self._wandb = exc, None  # `_wandb = None` is WandbCallback's own "off" switch
+        wandb, self.error, self._wandb = self._wandb, exc, None  # `_wandb = None` is WandbCallback's own "off" switch
         logger.warning("W&B logging failed and is now off for this run; training continues. Cause: %r", exc)
+        if wandb is not None and wandb.run is not None:
+            # TRL logs its profiling timings with `wandb.log` whenever `wandb.run` is set; detach the run (without
+            # `finish`, which can block on an unreachable server) so nothing else in the process calls into it.
+            from wandb.sdk.lib.module import unset_globals
+
+            unset_globals()
 
     def _guarded(self, hook, *args: Any, **kwargs: Any) -> None:
         if self._wandb is None:

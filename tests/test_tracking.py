@@ -18,7 +18,15 @@ from test_trainer import make_trainer
 from wandb_files import history, table_artifacts
 
 from qwengrpo.media import MediaBudget, split_row
-from qwengrpo.tracking import STRIP_HEIGHT, STRIP_MAX_FRAMES, Thumbnails, completion_text, prompt_text, thumbnail
+from qwengrpo.tracking import (
+    STRIP_HEIGHT,
+    STRIP_MAX_FRAMES,
+    SafeWandbCallback,
+    Thumbnails,
+    completion_text,
+    prompt_text,
+    thumbnail,
+)
 
 SCALARS = {
     "train/loss",
@@ -142,6 +150,18 @@ def test_wandb_run_closed_mid_training_does_not_stop_it(tiny_models, media_dir, 
     assert trainer.state.global_step == 2
     assert isinstance(trainer._wandb_callback.error, wandb.Error)
     assert len([r for r in caplog.records if r.name == "qwengrpo.tracking"]) == 1
+
+
+def test_disabling_detaches_a_live_run(wandb_env, caplog):
+    run = wandb.init(project="qwengrpo-test")
+    callback = SafeWandbCallback()
+    with caplog.at_level(logging.WARNING, logger="qwengrpo.tracking"):
+        callback.disable(RuntimeError("upload failed"))
+        callback.on_log(None, None, None, logs={"loss": 1.0})  # off: a no-op, no second warning
+    warnings = [r.getMessage() for r in caplog.records if r.name == "qwengrpo.tracking"]
+    assert wandb.run is None and not callback.active
+    assert len(warnings) == 1 and "upload failed" in warnings[0]
+    run.finish()
 
 
 def test_video_strip_shows_the_sampled_frames_in_order(media_dir):
