@@ -70,12 +70,14 @@ def side_by_side(images: Sequence[Image.Image], gap: int = _GAP) -> Image.Image:
     return canvas
 
 
+_UNDRAWABLE: set[str] = set()  # media already warned about, so a file gone for good warns once per process
+
+
 class Thumbnails:
     """Row pictures for one table: each distinct medium drawn once (GRPO repeats every prompt G times)."""
 
     def __init__(self) -> None:
         self._drawn: dict[tuple, Image.Image | None] = {}
-        self._warned = False
 
     def __call__(self, refs: RowRefs) -> Image.Image | None:
         parts = [p for p in (self._one(ref, info) for ref, info in refs) if p is not None]
@@ -87,11 +89,9 @@ class Thumbnails:
             try:
                 self._drawn[key] = thumbnail(ref, info)
             except (MediaError, OSError) as exc:  # a medium gone since sampling costs its picture, not the run
-                if not self._warned:
-                    logger.warning(
-                        "completions table: no thumbnail for %s (%s); further failures are silent", ref.label, exc
-                    )
-                    self._warned = True
+                if ref.label not in _UNDRAWABLE:
+                    _UNDRAWABLE.add(ref.label)
+                    logger.warning("completions table: no picture for %s (%s)", ref.label, exc)
                 self._drawn[key] = None
         return self._drawn[key]
 
