@@ -3,6 +3,7 @@ thumbnails and text of the completions table."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
@@ -15,6 +16,7 @@ import wandb
 from helpers import IMG, VID, length_reward, rows_for, user
 from PIL import Image
 from test_trainer import make_trainer
+from trl import GRPOTrainer
 from wandb_files import history, table_artifacts
 
 from qwengrpo.media import MediaBudget, split_row
@@ -216,3 +218,8 @@ def test_prompt_text(value, expected):
 def test_completion_text():
     assert completion_text("free text") == "free text"
     assert completion_text([{"role": "assistant", "content": "<answer>red</answer>"}]) == "<answer>red</answer>"
+
+
+def test_trl_log_hook_signature():
+    # `QwenGRPOTrainer.log` wraps TRL's and reads its `_logs`; the offline-run test above exercises the latter.
+    assert list(inspect.signature(GRPOTrainer.log).parameters) == ["self", "logs", "start_time"]
