@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOTrainer
 
@@ -17,6 +19,7 @@ from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, VisionCa
 from .media.resolver import media_model_inputs
 from .models import apply_freezing, apply_last_k_lora, mm_token_type_ids, vision_tower
 from .rewards import check_reward_columns
+from .tracking import log_completions, row_refs, use_safe_wandb
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ class QwenGRPOTrainer(GRPOTrainer):
       distinct medium once per call (or reuses generation's outputs when the encoder is frozen).
     - `_compute_loss`: points the log-prob pass at the training micro-batch's media.
     - `_set_signature_columns_if_needed`: keeps video columns when `remove_unused_columns=True`.
+    - `log`: TRL's completions table has no media and W&B rejects its multimodal prompt column (stopping the run),
+      so `qwengrpo.tracking.log_completions` writes the table instead, with each row's thumbnail or frame strip.
+      `__init__` also swaps in `SafeWandbCallback`, so a W&B failure is logged once and training goes on.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
@@ -109,6 +115,8 @@ class QwenGRPOTrainer(GRPOTrainer):
         self._reuse_vision = args.vision_encode_once and args.vision_reuse_frozen and frozen
         self._generation_vision: VisionCache | None = None
         self.vision_patches = 0  # vision-tower input patches encoded through the caches (benchmarks read it)
+        self._wandb_callback = use_safe_wandb(self.callback_handler)
+        self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
 
     @staticmethod
     def _validated(dataset, processor, args: QwenGRPOConfig, split: str = "train"):
@@ -148,7 +156,18 @@ class QwenGRPOTrainer(GRPOTrainer):
         with self._encoder_outputs_in_generate():
             output = super()._generate_and_score_completions(stripped)
         output["media"] = self._batch_media
+        if self.log_completions:  # gathered like TRL's logged prompts, so the table can draw each row's media
+            self._logs["media"].extend(gather_object(row_refs(inputs, self._batch_media, self.media.budget)))
         return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        table, self.log_completions = self.log_completions, False  # TRL's own table: see the class docstring
+        try:
+            super().log(logs, start_time)
+        finally:
+            self.log_completions = table
+        if table and self.accelerator.is_main_process:
+            log_completions(self, self._wandb_callback)
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, Any]]:
         rows = self._batch_media

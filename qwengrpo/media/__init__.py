@@ -1,7 +1,16 @@
 """The media layer: rows → distinct images/videos → processor tensors, each decoded once under its budget."""
 
 from .budget import MediaBudget
-from .decode import DecodedImage, DecodedVideo, decode_video, load_image, natural_key, probe_video
+from .decode import (
+    DecodedImage,
+    DecodedVideo,
+    decode_video,
+    load_image,
+    natural_key,
+    probe_video,
+    read_frames,
+    read_image,
+)
 from .encode import VisionCache
 from .errors import MediaError
 from .refs import MEDIA_COLUMNS, MediaRef, drop_none, split_row
@@ -24,6 +33,8 @@ __all__ = [
     "load_image",
     "natural_key",
     "probe_video",
+    "read_frames",
+    "read_image",
     "split_row",
     "strip_media_columns",
 ]

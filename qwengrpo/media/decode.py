@@ -194,3 +194,25 @@ def decode_video(ref: MediaRef, factor: int, default_min: int, default_max: int)
     if (rh, rw) != (h, w):
         frames = TF.resize(frames, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
     return DecodedVideo(frames.contiguous(), indices, float(fps), total, (w, h))
+
+
+def read_image(ref: MediaRef) -> Image.Image:
+    """The image as stored (RGB), before any budget resize."""
+    return _open_image(ref.source, ref.label)
+
+
+def read_frames(ref: MediaRef, indices: list[int], height: int | None = None) -> list[Image.Image]:
+    """Frames `indices` of a video (e.g. those already sampled for the model), scaled to `height` if given."""
+    frames_src = _frame_sources(ref)
+    if frames_src is not None:
+        frames = [_open_image(frames_src[i], f"frame {i} of {ref.label}") for i in indices]
+        return [f.resize((max(1, round(f.width * height / f.height)), height)) for f in frames] if height else frames
+    _, _, w, h = probe_video(ref.source)  # decord can abort the interpreter on a bad file; the probe runs apart
+    import decord
+
+    size = {"height": height, "width": max(1, round(w * height / h))} if height else {}
+    try:
+        batch = decord.VideoReader(str(ref.source), **size).get_batch(indices).asnumpy()
+    except Exception as exc:  # decord raises its own DECORDError types
+        raise MediaError(f"cannot decode video {ref.label}: {exc}") from exc
+    return [Image.fromarray(frame) for frame in batch]
