@@ -12,7 +12,7 @@ from trl import GRPOTrainer
 
 from .config import QwenGRPOConfig
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, strip_media_columns
-from .models import apply_freezing, apply_last_k_lora, mm_token_type_ids
+from .models import apply_freezing, apply_last_k_lora, mm_token_type_ids, sync_vision_calls
 from .rewards import check_reward_columns
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,11 @@ class QwenGRPOTrainer(GRPOTrainer):
             if args.validate_data != "off" and kwargs.get("processing_class") is not None:
                 kwargs["train_dataset"] = self._validated(dataset, kwargs["processing_class"], args)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            # A rank without images or videos must still call the sharded vision tower (models/sync.py).
+            for m in (self.model, self.ref_model):
+                if m is not None:
+                    sync_vision_calls(m)
 
         config = self._model_config = self.accelerator.unwrap_model(self.model).config
         self._vision_ids = {

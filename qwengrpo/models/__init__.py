@@ -9,6 +9,7 @@ from .families import (
     vision_tower,
 )
 from .freeze import apply_freezing, apply_last_k_lora, trainable_parameter_names
+from .sync import dummy_vision_forward, sync_vision_calls
 
 __all__ = [
     "aligner_modules",
@@ -16,8 +17,10 @@ __all__ = [
     "apply_last_k_lora",
     "coordinate_convention",
     "decoder_layer_names",
+    "dummy_vision_forward",
     "language_model",
     "mm_token_type_ids",
+    "sync_vision_calls",
     "trainable_parameter_names",
     "vision_tower",
 ]
