@@ -13,6 +13,7 @@ the backward pass (and the aligner's gradient bucket) is the same on every rank 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -37,19 +38,12 @@ def dummy_vision_forward(visual: nn.Module, calls: int = 1) -> torch.Tensor:
     grid = torch.tensor([[1, merge, merge]], device=device)
     zero = torch.zeros((), device=device)
     for _ in range(calls):
-        zero = zero + sum(t.float().sum() for t in _tensors(visual(pixels, grid_thw=grid))) * 0.0
+        out = visual(pixels, grid_thw=grid)
+        # Only the outputs the model itself consumes: a backward through any other output would add a step that
+        # ranks with real media do not take (ZeRO-3 compares the module order of every rank).
+        used = [out.pooler_output, *(out.get("deepstack_features") or [])]
+        zero = zero + sum(t.float().sum() for t in used) * 0.0
     return zero
-
-
-def _tensors(value: Any):
-    if torch.is_tensor(value):
-        yield value
-    elif isinstance(value, dict):  # ModelOutput is a dict
-        for item in value.values():
-            yield from _tensors(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _tensors(item)
 
 
 def _missing_kinds(kwargs: dict[str, Any]) -> int:
@@ -61,19 +55,24 @@ def _missing_kinds(kwargs: dict[str, Any]) -> int:
     return sum(kwargs.get(name) is None for name, _ in KINDS)
 
 
-def _embed_then_sync(module: nn.Module, args: tuple, kwargs: dict[str, Any]):
-    """Forward pre-hook of the inner `...VLModel`: embed the ids here, then run the missing tower calls.
+def _count_missing(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Forward pre-hook of the inner `...VLModel`: note how many tower calls this forward will lack."""
+    module._qwengrpo_missing = _missing_kinds(kwargs)
 
-    This keeps the module order of every rank the same (embeddings, tower, tower, decoder), as the model itself
-    calls the tower for real media right after embedding the ids.
+
+def _add_missing_calls(owner: nn.Module, module: nn.Module, args: tuple, kwargs: dict[str, Any]):
+    """Forward pre-hook of the language model: run the lacking tower calls, add their zero to the embeddings.
+
+    It runs where the model has just called the tower for its real media, so every rank goes through the same
+    modules in the same order (embeddings, tower, tower, decoder), forward and backward, as ZeRO-3 requires.
     """
-    input_ids = kwargs.get("input_ids")
-    missing = _missing_kinds(kwargs)
-    if not missing or input_ids is None or kwargs.get("inputs_embeds") is not None or args:
+    missing, owner._qwengrpo_missing = owner._qwengrpo_missing, 0
+    embeds = kwargs.get("inputs_embeds")
+    if not missing or embeds is None:
         return None
-    embeds = module.get_input_embeddings()(input_ids)
-    zero = dummy_vision_forward(module.visual, missing)
-    return args, {**kwargs, "inputs_embeds": embeds + zero.to(embeds.dtype)}
+    for _ in range(missing):  # one add per call, as the real media each enter the embeddings on their own
+        embeds = embeds + dummy_vision_forward(owner.visual).to(embeds.dtype)
+    return args, {**kwargs, "inputs_embeds": embeds}
 
 
 def sync_vision_calls(model: nn.Module) -> None:
@@ -84,5 +83,7 @@ def sync_vision_calls(model: nn.Module) -> None:
     inner = _inner(model)
     if getattr(inner, "_qwengrpo_vision_sync", False):
         return
-    inner.register_forward_pre_hook(_embed_then_sync, with_kwargs=True)
+    inner._qwengrpo_missing = 0
+    inner.register_forward_pre_hook(_count_missing, with_kwargs=True)
+    inner.language_model.register_forward_pre_hook(partial(_add_missing_calls, inner), with_kwargs=True)
     inner._qwengrpo_vision_sync = True
