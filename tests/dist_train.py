@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -41,11 +40,6 @@ def rows(media: Path) -> list[dict]:
     return [{**row, "row_id": i} for i, row in enumerate(r for pair in steps for r in pair)]
 
 
-def media_seen(completions, images, videos, evidence: list, **kwargs) -> list[float]:
-    evidence.append(any(images) or any(videos))
-    return [float(len(c[0]["content"]) % 5) for c in completions]
-
-
 class MediaReward:
     """Length reward that also records, per generation batch, whether this rank's rows carried media."""
 
@@ -55,12 +49,13 @@ class MediaReward:
         self.seen: list[bool] = []
 
     def __call__(self, completions, images, videos, **kwargs) -> list[float]:
-        return media_seen(completions, images, videos, self.seen)
+        self.seen.append(any(images) or any(videos))
+        return [float(len(c[0]["content"]) % 5) for c in completions]
 
 
 def full_parameters(model) -> dict[str, torch.Tensor]:
     """Every trainable parameter in full, on every rank (a collective under ZeRO-3 and FSDP)."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [(n.removeprefix("module."), p) for n, p in model.named_parameters() if p.requires_grad]
     if any(hasattr(p, "ds_id") for _, p in params):
         import deepspeed
 
@@ -73,51 +68,39 @@ def checksum(params: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for name in sorted(params):
         digest.update(name.encode())
-        digest.update(params[name].float().cpu().numpy().tobytes())
+        digest.update(params[name].detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
 class Evidence(TrainerCallback):
     def __init__(self, trainer: QwenGRPOTrainer, reward: MediaReward, path: Path) -> None:
         self.trainer, self.reward, self.path = trainer, reward, path
-        self.loss: float | None = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.loss = logs["loss"]
+        self.pending: dict = {}
 
     def on_step_end(self, args, state, control, **kwargs):
+        # Trainer logs the step's loss after `on_step_end`: keep the parameters now, write the record in `on_log`.
         params = full_parameters(self.trainer.model_wrapped)
-        self.step_params = params
-        record = {"step": state.global_step, "has_media": self.reward.seen[-1], "checksum": checksum(params)}
-        self._pending = record
+        self.pending = {
+            "step": state.global_step,
+            "has_media": self.reward.seen[-1],
+            "checksum": checksum(params),
+            "param_sum": float(sum(p.double().sum() for p in params.values())),
+        }
 
-    def on_step_end_logged(self, state) -> None:
-        pass
-
-    def flush(self, state) -> None:
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
         accelerator = self.trainer.accelerator
         record = {
-            **self._pending,
+            **self.pending,
             "rank": accelerator.process_index,
             "world_size": accelerator.num_processes,
-            "distributed_type": str(accelerator.distributed_type),
-            "loss": self.loss,
-            "param_sum": float(sum(p.double().sum() for p in self.step_params.values())),
+            "distributed_type": str(accelerator.distributed_type).split(".")[-1],
+            "loss": logs["loss"],
+            "reward": logs["reward"],
         }
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-
-
-class FlushAfterLog(TrainerCallback):
-    """Trainer logs after `on_step_end`, so the step's record is written once its loss is known."""
-
-    def __init__(self, evidence: Evidence) -> None:
-        self.evidence = evidence
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.evidence.flush(state)
 
 
 def main() -> None:
@@ -125,7 +108,6 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--media", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--resume", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     cli = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in cli.set)}
@@ -154,13 +136,9 @@ def main() -> None:
     rank = trainer.accelerator.process_index
     cli.out.mkdir(parents=True, exist_ok=True)
     path = cli.out / f"evidence-rank{rank}.jsonl"
-    evidence = Evidence(trainer, reward, path)
-    trainer.add_callback(evidence)
-    trainer.add_callback(FlushAfterLog(evidence))
-    trainer.train(resume_from_checkpoint=cli.resume)
+    trainer.add_callback(Evidence(trainer, reward, path))
+    trainer.train()
     trainer.save_model(str(cli.out / "final"))
-    if os.environ.get("QWENGRPO_TEST_VERBOSE"):
-        print(f"rank {rank} done: {trainer.state.global_step} steps")
 
 
 if __name__ == "__main__":
