@@ -12,8 +12,9 @@ from trl import GRPOTrainer
 
 from .config import QwenGRPOConfig
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, strip_media_columns
-from .models import apply_freezing, apply_last_k_lora, mm_token_type_ids, sync_vision_calls
+from .models import apply_freezing, apply_last_k_lora, load_full_weights, mm_token_type_ids, sync_vision_calls
 from .rewards import check_reward_columns
+from .sampler import EpochRepeatSampler
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ class QwenGRPOTrainer(GRPOTrainer):
       tensors; TRL's version slices image tensors only, so its loss forward never saw a video.
     - `_compute_loss`: points the log-prob pass at the training micro-batch's media.
     - `_set_signature_columns_if_needed`: keeps video columns when `remove_unused_columns=True`.
+    - `_get_train_sampler`: reshuffles per (seed, epoch) (`EpochRepeatSampler`); TRL's sampler replays its first
+      epoch's order after a resume.
+    - `_load_from_checkpoint`: Trainer's resume of a full fine-tune of Qwen2/2.5-VL silently loads nothing (hub
+      key layout vs `load_state_dict(strict=False)`); full checkpoints load through `load_full_weights` instead.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
@@ -124,6 +129,20 @@ class QwenGRPOTrainer(GRPOTrainer):
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
             self._signature_columns = ["prompt", *MEDIA_COLUMNS]
+
+    def _get_train_sampler(self, dataset=None):
+        return EpochRepeatSampler.like(super()._get_train_sampler(dataset))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = self.model if model is None else model
+        full = os.path.isfile(os.path.join(resume_from_checkpoint, "model.safetensors")) or os.path.isfile(
+            os.path.join(resume_from_checkpoint, "model.safetensors.index.json")
+        )
+        from peft import PeftModel
+
+        if not full or self.is_fsdp_enabled or isinstance(model, PeftModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_full_weights(model, resume_from_checkpoint)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._batch_rows = inputs

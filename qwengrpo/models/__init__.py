@@ -1,5 +1,6 @@
 """Model helpers: family facts, freezing, LoRA on the last K decoder blocks."""
 
+from .checkpoint import load_full_weights
 from .families import (
     aligner_modules,
     coordinate_convention,
@@ -19,6 +20,7 @@ __all__ = [
     "decoder_layer_names",
     "dummy_vision_forward",
     "language_model",
+    "load_full_weights",
     "mm_token_type_ids",
     "sync_vision_calls",
     "trainable_parameter_names",
