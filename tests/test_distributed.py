@@ -58,6 +58,10 @@ CASES = [
     pytest.param("ddp.yaml", ["use_cpu=true"], "MULTI_CPU", id="ddp"),
     pytest.param("zero2.yaml", ["ddp_backend=gloo"], "DEEPSPEED", id="zero2"),
     pytest.param("zero3.yaml", ["ddp_backend=gloo"], "DEEPSPEED", id="zero3"),
+    # Sampling with sharded weights (`generate(synced_gpus=True)`): each rank's tower calls must match there too.
+    pytest.param(
+        "zero3.yaml", ["ddp_backend=gloo", "ds3_gather_for_generation=false"], "DEEPSPEED", id="zero3-synced"
+    ),
     # accelerate 1.15 turns FSDP on only for GPU-like device types (AcceleratorState.__init__): on CPU the
     # same config runs as MULTI_CPU (use_cpu) or as single-rank NO (gloo), never sharded. So it needs GPUs.
     pytest.param(

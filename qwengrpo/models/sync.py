@@ -27,8 +27,8 @@ KINDS = (("pixel_values", "image"), ("pixel_values_videos", "video"))
 def dummy_vision_forward(visual: nn.Module, calls: int = 1) -> torch.Tensor:
     """Run the vision tower `calls` times on one minimal grid; returns a zero scalar tied to every output.
 
-    A caller that encodes media outside the model's forward (`mm_encoder_outputs`) calls this once per kind it has
-    no media of, at the point where it encodes, and adds the result to its loss or embeddings.
+    `sync_vision_calls` runs it for the kinds a forward lacks; a caller that encodes media itself and passes
+    `mm_encoder_outputs` gets the same from the hooks, provided it encodes right before the forward.
     """
     proj = visual.patch_embed.proj  # a Conv3d over (temporal, patch, patch) in every Qwen-VL family
     merge = visual.spatial_merge_size
@@ -46,32 +46,47 @@ def dummy_vision_forward(visual: nn.Module, calls: int = 1) -> torch.Tensor:
     return zero
 
 
-def _missing_kinds(kwargs: dict[str, Any]) -> int:
-    if kwargs.get("mm_encoder_outputs") is not None:
-        return 0  # the caller encoded the media itself and must keep its own calls in step
+def _decoding(kwargs: dict[str, Any]) -> bool:
     past = kwargs.get("past_key_values")
-    if past is not None and past.get_seq_length() > 0:
-        return 0  # a decoding step: no rank calls the tower
-    return sum(kwargs.get(name) is None for name, _ in KINDS)
+    return past is not None and past.get_seq_length() > 0  # no rank calls the tower while decoding
+
+
+def _pre_encoded(inner: nn.Module, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Forward pre-hook of the top model: media encoded before the forward (`mm_encoder_outputs`).
+
+    `generate` encodes each present kind right before its prefill forward, so the lacking calls go here, before
+    the model's own modules; their zero joins the embeddings in `_add_missing_calls`.
+    """
+    encoded = kwargs.get("mm_encoder_outputs")
+    inner._qwengrpo_zero = None
+    if encoded is None or _decoding(kwargs):
+        return
+    missing = sum(encoded.get(kind) is None for _, kind in KINDS)
+    if missing:
+        inner._qwengrpo_zero = dummy_vision_forward(inner.visual, missing)
 
 
 def _count_missing(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
     """Forward pre-hook of the inner `...VLModel`: note how many tower calls this forward will lack."""
-    module._qwengrpo_missing = _missing_kinds(kwargs)
+    raw = kwargs.get("mm_encoder_outputs") is None and not _decoding(kwargs)
+    module._qwengrpo_missing = sum(kwargs.get(name) is None for name, _ in KINDS) if raw else 0
 
 
-def _add_missing_calls(owner: nn.Module, module: nn.Module, args: tuple, kwargs: dict[str, Any]):
+def _add_missing_calls(inner: nn.Module, module: nn.Module, args: tuple, kwargs: dict[str, Any]):
     """Forward pre-hook of the language model: run the lacking tower calls, add their zero to the embeddings.
 
     It runs where the model has just called the tower for its real media, so every rank goes through the same
     modules in the same order (embeddings, tower, tower, decoder), forward and backward, as ZeRO-3 requires.
     """
-    missing, owner._qwengrpo_missing = owner._qwengrpo_missing, 0
+    missing, inner._qwengrpo_missing = inner._qwengrpo_missing, 0
+    zero, inner._qwengrpo_zero = inner._qwengrpo_zero, None
     embeds = kwargs.get("inputs_embeds")
-    if not missing or embeds is None:
+    if embeds is None or (not missing and zero is None):
         return None
+    if zero is not None:
+        embeds = embeds + zero.to(embeds.dtype)
     for _ in range(missing):  # one add per call, as the real media each enter the embeddings on their own
-        embeds = embeds + dummy_vision_forward(owner.visual).to(embeds.dtype)
+        embeds = embeds + dummy_vision_forward(inner.visual).to(embeds.dtype)
     return args, {**kwargs, "inputs_embeds": embeds}
 
 
@@ -83,7 +98,9 @@ def sync_vision_calls(model: nn.Module) -> None:
     inner = _inner(model)
     if getattr(inner, "_qwengrpo_vision_sync", False):
         return
-    inner._qwengrpo_missing = 0
+    inner._qwengrpo_missing, inner._qwengrpo_zero = 0, None
+    top = model.get_base_model() if hasattr(model, "get_base_model") else model  # through a PEFT wrapper
+    top.register_forward_pre_hook(partial(_pre_encoded, inner), with_kwargs=True)
     inner.register_forward_pre_hook(_count_missing, with_kwargs=True)
     inner.language_model.register_forward_pre_hook(partial(_add_missing_calls, inner), with_kwargs=True)
     inner._qwengrpo_vision_sync = True
