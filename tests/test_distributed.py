@@ -92,3 +92,16 @@ def test_two_ranks_agree_step_by_step(config, sets, distributed_type, tiny_qwen2
     apply_freezing(saved, llm=False, vision_tower_=True, aligner=False)  # the run's trainable set
     trained = {n: p for n, p in saved.named_parameters() if p.requires_grad}
     assert checksum(trained) == ranks[0][-1]["checksum"], "the saved model is not the trained one"
+
+
+@pytest.mark.parametrize(
+    ("name", "distributed_type"),
+    [("ddp", "MULTI_GPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"), ("fsdp", "FSDP")],
+)
+def test_gpu_configs_load_as_accelerate_reads_them(name, distributed_type):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = ROOT / "recipes" / "accelerate" / f"{name}.yaml"
+    assert path.read_text().startswith(f"# accelerate launch --config_file recipes/accelerate/{name}.yaml ")
+    config = load_config_from_file(str(path))
+    assert (config.distributed_type.name, config.mixed_precision) == (distributed_type, "bf16")
