@@ -44,7 +44,7 @@ class QwenGRPOTrainer(GRPOTrainer):
       tensors; TRL's version slices image tensors only, so its loss forward never saw a video.
     - `_compute_loss`: points the log-prob pass at the training micro-batch's media.
     - `_set_signature_columns_if_needed`: keeps video columns when `remove_unused_columns=True`.
-    - `_get_train_sampler`: reshuffles per (seed, epoch) (`EpochRepeatSampler`); TRL's sampler replays its first
+    - `_get_train_sampler`: positions the shuffle by epoch (`EpochRepeatSampler`); TRL's sampler replays its first
       epoch's order after a resume.
     - `_load_from_checkpoint`: Trainer's resume of a full fine-tune of Qwen2/2.5-VL silently loads nothing (hub
       key layout vs `load_state_dict(strict=False)`); full checkpoints load through `load_full_weights` instead.
