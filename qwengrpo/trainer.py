@@ -17,8 +17,17 @@ from trl import GRPOTrainer
 from .config import QwenGRPOConfig
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, VisionCache, strip_media_columns
 from .media.resolver import media_model_inputs
-from .models import apply_freezing, apply_last_k_lora, mm_token_type_ids, vision_tower
+from .models import (
+    apply_freezing,
+    apply_last_k_lora,
+    load_full_weights,
+    mm_token_type_ids,
+    sync_vision_calls,
+    vision_calls_skipped,
+    vision_tower,
+)
 from .rewards import check_reward_columns
+from .sampler import EpochRepeatSampler
 from .tracking import log_completions, row_refs, use_safe_wandb
 
 logger = logging.getLogger(__name__)
@@ -57,6 +66,10 @@ class QwenGRPOTrainer(GRPOTrainer):
     - `log`: TRL's completions table has no media and W&B rejects its multimodal prompt column (stopping the run),
       so `qwengrpo.tracking.log_completions` writes the table instead, with each row's thumbnail or frame strip.
       `__init__` also swaps in `SafeWandbCallback`, so a W&B failure is logged once and training goes on.
+    - `_get_train_sampler`: positions the shuffle by epoch (`EpochRepeatSampler`); TRL's sampler replays its first
+      epoch's order after a resume.
+    - `_load_from_checkpoint`: Trainer's resume of a full fine-tune of Qwen2/2.5-VL silently loads nothing (hub
+      key layout vs `load_state_dict(strict=False)`); full checkpoints load through `load_full_weights` instead.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
@@ -89,6 +102,12 @@ class QwenGRPOTrainer(GRPOTrainer):
                 if getattr(evals, "column_names", None) is not None:  # a held-out row gets the same checks
                     kwargs["eval_dataset"] = self._validated(evals, kwargs["processing_class"], args, split="eval")
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        self._sync_vision = self.is_deepspeed_enabled or self.is_fsdp_enabled
+        if self._sync_vision:
+            # A rank without images or videos must still call the sharded vision tower (models/sync.py).
+            for m in (self.model, self.ref_model):
+                if m is not None:
+                    sync_vision_calls(m)
 
         config = self._model_config = self.accelerator.unwrap_model(self.model).config
         self._vision_ids = {
@@ -114,6 +133,7 @@ class QwenGRPOTrainer(GRPOTrainer):
         frozen = not any(p.requires_grad for p in vision_tower(self.accelerator.unwrap_model(self.model)).parameters())
         self._reuse_vision = args.vision_encode_once and args.vision_reuse_frozen and frozen
         self._generation_vision: VisionCache | None = None
+        self._vision_by_mode: dict[str, VisionCache] = {}  # train and eval batches can interleave
         self.vision_patches = 0  # vision-tower input patches encoded through the caches (benchmarks read it)
         self._wandb_callback = use_safe_wandb(self.callback_handler)
         self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
@@ -146,10 +166,26 @@ class QwenGRPOTrainer(GRPOTrainer):
         if self._signature_columns is None:
             self._signature_columns = ["prompt", *MEDIA_COLUMNS]
 
+    def _get_train_sampler(self, dataset=None):
+        return EpochRepeatSampler.like(super()._get_train_sampler(dataset))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = self.model if model is None else model
+        full = os.path.isfile(os.path.join(resume_from_checkpoint, "model.safetensors")) or os.path.isfile(
+            os.path.join(resume_from_checkpoint, "model.safetensors.index.json")
+        )
+        from peft import PeftModel
+
+        if not full or self.is_fsdp_enabled or isinstance(model, PeftModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_full_weights(model, resume_from_checkpoint)
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._batch_rows = inputs
         self._batch_media = self.media.resolve(inputs)
         self._generation_vision = VisionCache(self.processing_class) if self.args.vision_encode_once else None
+        if self._generation_vision is not None:
+            self._vision_by_mode["train" if self.model.training else "eval"] = self._generation_vision
         stripped = [
             strip_media_columns(row, media.prompt) for row, media in zip(inputs, self._batch_media, strict=True)
         ]
@@ -238,24 +274,22 @@ class QwenGRPOTrainer(GRPOTrainer):
         media = self._batch_media
         if len(media) != input_ids.size(0):
             raise RuntimeError(f"{len(media)} rows of media for a batch of {input_ids.size(0)} sequences")
-        vision = self._vision_for_pass(model, media)
         batch_size = batch_size or input_ids.size(0)
         logps, entropies, aux_losses = [], [], []
         for start in range(0, input_ids.size(0), batch_size):
             ids = input_ids[start : start + batch_size]
             mask = attention_mask[start : start + batch_size]
-            rows = media[start : start + batch_size]
             model_inputs = {
                 "input_ids": ids,
                 "attention_mask": mask,
                 "mm_token_type_ids": mm_token_type_ids(ids, self._model_config),
-                **(vision or self.media).model_inputs(rows, ids.device),
+                **self._media_inputs(model, media[start : start + batch_size], ids.device),
             }
             if compute_aux_loss:
                 model_inputs["output_router_logits"] = True
             labels = ids.masked_fill(mask == 0, -100)
             labels[:, :-logits_to_keep] = -100
-            with self.accelerator.autocast():
+            with self.accelerator.autocast(), self._stand_ins_off(model):
                 outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
             logps.append(outputs.log_probs[:, -logits_to_keep:])
             if compute_entropy:
@@ -268,13 +302,29 @@ class QwenGRPOTrainer(GRPOTrainer):
             torch.stack(aux_losses).mean() if compute_aux_loss else None,
         )
 
-    def _vision_for_pass(self, model, rows: list[RowMedia]) -> VisionCache | None:
-        """The encoder outputs one log-prob pass reads: generation's when the encoder is frozen, else its own."""
-        if not self.args.vision_encode_once or not any(r.images or r.videos for r in rows):
-            return None
-        reuse = self._reuse_vision and self._generation_vision is not None
-        vision = self._generation_vision if reuse else VisionCache(self.processing_class)
+    def _media_inputs(self, model, rows: list[RowMedia], device) -> dict[str, Any]:
+        """One forward's media: pixel tensors, or encoder outputs encoded right before it (once per distinct
+        medium, one tower call per kind, as rank-synchronised tower calls need) or reused from generation."""
+        if not self.args.vision_encode_once:
+            return self.media.model_inputs(rows, device)
+        mode = "train" if model.training else "eval"
+        if self._reuse_vision and mode in self._vision_by_mode:
+            vision = self._vision_by_mode[mode]  # only a medium it lacks is encoded (none in the usual flow)
+        else:
+            vision = VisionCache(self.processing_class)
         with self.accelerator.autocast():
-            # Encodes only what the cache lacks: nothing when generation's outputs are reused.
             self._encode(vision, self.accelerator.unwrap_model(model), rows)
-        return vision
+        inputs = vision.model_inputs(rows, device)
+        if self._sync_vision:
+            # Pre-encoded on every rank, media or not, so stand-in tower calls happen at the same point everywhere.
+            inputs.setdefault("mm_encoder_outputs", {})
+        return inputs
+
+    @contextmanager
+    def _stand_ins_off(self, model) -> Iterator[None]:
+        """With reused encoder outputs no rank calls the tower in a log-prob pass, so none needs stand-ins."""
+        if self._sync_vision and self._reuse_vision:
+            with vision_calls_skipped(self.accelerator.unwrap_model(model)):
+                yield
+        else:
+            yield

@@ -113,6 +113,8 @@ TRL_HOOKS = {
     "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
     "_compute_loss": ["self", "model", "inputs"],
     "_set_signature_columns_if_needed": ["self"],
+    "_get_train_sampler": ["self", "dataset"],
+    "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
 }
 
 

@@ -1,5 +1,6 @@
 """Model helpers: family facts, freezing, LoRA on the last K decoder blocks."""
 
+from .checkpoint import load_full_weights
 from .families import (
     aligner_modules,
     coordinate_convention,
@@ -9,6 +10,7 @@ from .families import (
     vision_tower,
 )
 from .freeze import apply_freezing, apply_last_k_lora, trainable_parameter_names
+from .sync import dummy_vision_forward, sync_vision_calls, vision_calls_skipped
 
 __all__ = [
     "aligner_modules",
@@ -16,8 +18,12 @@ __all__ = [
     "apply_last_k_lora",
     "coordinate_convention",
     "decoder_layer_names",
+    "dummy_vision_forward",
     "language_model",
+    "load_full_weights",
     "mm_token_type_ids",
+    "sync_vision_calls",
     "trainable_parameter_names",
+    "vision_calls_skipped",
     "vision_tower",
 ]
