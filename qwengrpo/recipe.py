@@ -51,10 +51,16 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             elif not isinstance(node, dict):
                 raise ValueError(f"--set {key}: {'.'.join(parents[:depth])} is {node!r}, not a mapping or a list")
             if depth == len(parents):
-                node[part] = yaml.safe_load(value)
+                node[part] = _scalar(value)
             else:
                 node = node[part] if isinstance(node, list) else node.setdefault(part, {})
     return config
+
+
+def _scalar(value: str) -> Any:
+    """A `--set` value as YAML reads it, except that YAML 1.1's yes/no/on/off stay strings (`eval_strategy=no`)."""
+    parsed = yaml.safe_load(value)
+    return value if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false") else parsed
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

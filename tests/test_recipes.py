@@ -30,8 +30,15 @@ def test_recipe_parses(path, tmp_path):
 
 
 def test_overrides_are_nested_and_typed():
-    config = apply_overrides({"dataset": {"train": "a"}}, ["dataset.train=b.jsonl", "max_steps=3", "report_to=[]"])
-    assert config == {"dataset": {"train": "b.jsonl"}, "max_steps": 3, "report_to": []}
+    sets = ["dataset.train=b.jsonl", "max_steps=3", "report_to=[]", "eval_strategy=no", "bf16=false"]
+    config = apply_overrides({"dataset": {"train": "a"}}, sets)
+    assert config == {
+        "dataset": {"train": "b.jsonl"},
+        "max_steps": 3,
+        "report_to": [],
+        "eval_strategy": "no",
+        "bf16": False,
+    }
 
 
 def test_unknown_recipe_key_is_named(tmp_path):
