@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Checked-media facts go to a fresh cache, not the user's (subprocesses inherit it).
+os.environ.setdefault("QWENGRPO_CACHE_DIR", tempfile.mkdtemp(prefix="qwengrpo-test-cache-"))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from media_factory import write_image, write_video

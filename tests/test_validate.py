@@ -13,8 +13,9 @@ from transformers import AutoProcessor
 
 from qwengrpo.cli import main
 from qwengrpo.data import ValidationError, load_dataset, validate_dataset
-from qwengrpo.data.checks import FastChecks, decoded_check, reason_of
+from qwengrpo.data.checks import PromptLimit, reason_of
 from qwengrpo.media import MediaBudget, MediaResolver
+from qwengrpo.tiny import FAMILIES
 
 
 @pytest.fixture(scope="module")
@@ -193,16 +194,33 @@ def test_reward_columns_are_required(tmp_path, media, processor):
     assert report.ok == 1
 
 
-def test_fast_pass_counts_like_the_resolver(tmp_path, media, processor):
-    """Without videos, the no-decode counts are exact: the same image tokens and prompt length as decoding."""
-    rows = [conv("<image>" + "看图。" * 3, image="photo.png"), conv("<image><image>", image=["dot.png", "photo.png"])]
+@pytest.mark.parametrize("family", FAMILIES)
+def test_checks_count_what_training_builds(family, tmp_path, media, tiny_models):
+    """Decoding, each row's prompt length (text + image + video tokens, Qwen3-VL timestamps included) is exactly
+    the resolver's; without decoding, image rows are exact and video rows a lower bound."""
+    processor = AutoProcessor.from_pretrained(tiny_models[family])
+    rows = [
+        conv("<image>" + "看图。" * 3, image="photo.png"),
+        conv("<image><image>", image=["dot.png", "photo.png"]),
+        conv("<video>which way?", video="good clip.mp4"),
+        conv("<video><image>both", video="frames ok", image="photo.png"),
+    ]
     dataset = _load(str(write_jsonl(tmp_path / "t.jsonl", rows)), media)
-    resolver = MediaResolver(processor, MediaBudget(max_pixels=56 * 56 * 2), max_prompt_tokens=40)
-    fast = FastChecks(resolver).run([(i, dataset[i]) for i in range(2)])
-    decoded = [decoded_check(i, dataset[i], resolver) for i in range(2)]
-    assert [(c.vision_tokens, c.prompt_tokens) for c in fast] == [(4, 53), (8, 32)]
-    assert [(c.vision_tokens, c.prompt_tokens) for c in decoded[1:]] == [(8, 32)]
-    assert [c.problem[0] if c.problem else None for c in (*fast, *decoded)] == ["over_budget", None] * 2
+    budget = MediaBudget(max_pixels=56 * 56 * 2, video_max_pixels=56 * 56, video_max_frames=4)
+    resolved = MediaResolver(processor, budget).resolve([dataset[i] for i in range(len(rows))])
+    _, decoded = validate_dataset(dataset, processor, budget)
+    assert decoded.prompt_tokens == [len(r.prompt_ids) for r in resolved]
+    assert decoded.media_counts == [(1, 0), (2, 0), (0, 1), (1, 1)] and decoded.most_media == {"image": 2, "video": 1}
+    _, fast = validate_dataset(dataset, processor, budget, decode=False)
+    assert fast.prompt_tokens[:2] == decoded.prompt_tokens[:2]
+    assert all(f < d for f, d in zip(fast.prompt_tokens[2:], decoded.prompt_tokens[2:], strict=True))
+
+
+def test_a_prompt_limit_names_what_sets_it(tmp_path, media, processor):
+    dataset = _load(str(write_jsonl(tmp_path / "t.jsonl", [conv("<video>which way?", video="good clip.mp4")])), media)
+    limits = [PromptLimit(4096), PromptLimit(10, "vLLM's max_model_len 74 minus max_completion_length 64")]
+    with pytest.raises(ValidationError, match=r"over 10 \(vLLM's max_model_len 74 minus max_completion_length 64\)"):
+        validate_dataset(dataset, processor, max_prompt_tokens=limits)
 
 
 def test_report_renders_a_summary_table(tmp_path, media, processor):

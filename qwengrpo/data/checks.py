@@ -1,31 +1,34 @@
-"""Per-row media checks: with decoding (the resolver the trainer uses) or without (files, headers, tokens).
+"""Per-row checks: media facts → vision tokens and the full prompt length, computed as training computes them.
 
-Both return one `Check` per row. Errors come from the media layer as `MediaError` messages; `reason_of`
-turns them into the short codes the summary table counts.
+Given each medium's facts (`facts.py`), a row's resize, frame sampling and placeholder expansion use the media
+layer's own arithmetic (`media.decode`) and the processor's own `replace_image_token` / `replace_video_token`,
+and its prompt is rendered by the resolver's `prompt_text` and tokenized: the counts are the trainer's (Qwen3-VL
+frame timestamps included), without decoding a single pixel in this process. Errors are `MediaError` messages;
+`reason_of` turns them into the short codes the summary table counts.
 """
 
 from __future__ import annotations
 
-import io
-import os
+import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-from qwen_vl_utils.vision_process import smart_resize
+import torch
+from transformers.video_utils import VideoMetadata
 
 from ..media import MediaError, MediaRef, MediaResolver, split_row
-from ..media.decode import _frame_sources  # the media layer's own folder listing and natural sort
+from ..media.decode import image_resize, sample_indices, video_resize
+from .facts import CheckedFacts, EmbeddedImage, HeaderFacts
 
 # Matched against a media-layer message (after its "row N: " prefix); first match wins.
 _REASONS = (
     ("missing_media", r"^(image|video) file not found: "),
-    ("over_budget", r"^prompt is (at least )?\d+ tokens .* over max_prompt_tokens="),
+    ("over_budget", r"^prompt is (at least )?\d+ tokens \(.*\), over "),
     ("placeholder_mismatch", r"^the prompt has more \w+ placeholders|placeholder\(s\) to match them$|^media columns "),
     ("bad_resolution", r": cannot fit \d+x\d+ into the pixel budget"),
     ("too_few_frames", r" has \d+ frame\(s\)|: cannot sample frames|^frame folder .* has no "),
+    ("too_large", r"Image\.MAX_IMAGE_PIXELS"),
     ("corrupt_media", r"^cannot (read|decode) (image|video) |^frames of .* differ in size"),
     ("wrong_type", r"^'prompt' must be|^a \w+ (given as a dict needs|entry is empty)|^both '|^unknown \w+ option"),
 )
@@ -41,147 +44,145 @@ def reason_of(message: str) -> str:
     return next((reason for reason, pattern in _REASONS if re.search(pattern, text)), "media_error")
 
 
+@dataclass(frozen=True)
+class PromptLimit:
+    """A cap on prompt tokens and what sets it, named in the error: `max_prompt_tokens`, or e.g.
+    `"vLLM's max_model_len 1024 minus max_completion_length 64"`."""
+
+    tokens: int
+    source: str = "max_prompt_tokens"
+
+    def __str__(self) -> str:
+        return f"{self.source}={self.tokens}" if self.source.isidentifier() else f"{self.tokens} ({self.source})"
+
+
 @dataclass
 class Check:
     index: int
     problem: tuple[str, str] | None = None  # (reason, message)
     vision_tokens: int | None = None  # None: the row has video whose tokens were not counted
-    prompt_tokens: int | None = None
+    prompt_tokens: int | None = None  # exact when vision_tokens is known, else a lower bound
+    images: int = 0
+    videos: int = 0
 
 
-def _failed(index: int, exc: Exception) -> Check:
+def failed(index: int, exc: Exception) -> Check:
     if isinstance(exc, (MediaError, ValueError)):
         return Check(index, (reason_of(str(exc)), str(exc)))
     # A decoder failure of a kind the media layer does not name still must not stop the run.
     return Check(index, ("media_error", f"{type(exc).__name__}: {exc}"))
 
 
-def decoded_check(index: int, row: dict, resolver: MediaResolver) -> Check:
-    """Decode every medium under its budget and build the prompt exactly as the trainer will."""
-    try:
-        (media,) = resolver.resolve([row], first_index=index)
-    except Exception as exc:  # one bad file must not stop the run; see _failed
-        return _failed(index, exc)
-    merge = resolver.processor.image_processor.merge_size
-    tokens = sum(int(p.grid_thw.prod()) for p in (*media.images, *media.videos)) // merge**2
-    return Check(index, None, tokens, len(media.prompt_ids))
+@dataclass
+class Planned:
+    """A row whose media are queued: its prompt with bare placeholders and its media in placeholder order."""
+
+    index: int
+    prompt: list[dict]
+    refs: list[MediaRef]
 
 
-class FastChecks:
-    """Checks that read no pixels: files exist, image headers fit the budget, prompts fit the token budget.
+class RowChecker:
+    """`plan(index, row)` splits a row and queues its media; `finish(plans)` counts tokens and checks the limit."""
 
-    Video tokens need decoding, so here a prompt's count is a lower bound (text + images) and rows with
-    video report no vision-token count.
-    """
+    def __init__(
+        self, resolver: MediaResolver, facts: CheckedFacts | HeaderFacts, limit: PromptLimit | None = None
+    ) -> None:
+        self.resolver, self.facts, self.limit = resolver, facts, limit
+        self.processor = resolver.processor
+        self._replacements: dict[tuple, tuple[int, str]] = {}
 
-    def __init__(self, resolver: MediaResolver) -> None:
-        self.resolver = resolver
-        self._seen: dict[Any, Any] = {}  # path → exists; ("size", path) → (w, h) or the error it gave
+    def plan(self, index: int, row: dict) -> Planned | Check:
+        try:
+            prompt, refs = split_row(embedded_images(row), self.resolver.budget, index)
+            for ref in refs:
+                self.facts.want(ref)
+        except Exception as exc:  # one bad row must not stop the check; see failed
+            return failed(index, exc)
+        return Planned(index, prompt, refs)
 
-    def run(self, rows: Iterable[tuple[int, dict]]) -> list[Check]:
-        checks, pending = [], []  # pending: (check, rendered prompt, placeholders) awaiting the token count
-        for index, row in rows:
-            try:
-                prompt, refs = split_row(_lazy_images(row), self.resolver.budget, index)
-                tokens = [self._tokens(ref) for ref in refs]
-                text = None if self.resolver.max_prompt_tokens is None else self._text(prompt)
-            except Exception as exc:  # one bad file must not stop the run; see _failed
-                checks.append(_failed(index, exc))
+    def finish(self, plans: list[Planned | Check]) -> list[Check]:
+        """Checks for `plans`, in their order; one tokenizer call for all their prompts."""
+        checks: list[Check] = []
+        pending: list[tuple[Check, str, int]] = []  # (check, prompt text, vision tokens known)
+        for plan in plans:
+            if isinstance(plan, Check):
+                checks.append(plan)
                 continue
-            checks.append(Check(index, None, None if None in tokens else sum(tokens)))
-            if text is not None:
-                pending.append((checks[-1], text, len(refs)))
-        # One fast-tokenizer call per 1024 prompts rather than one per row.
-        for start in range(0, len(pending), 1024):
-            chunk = pending[start : start + 1024]
-            ids = self.resolver.processor.tokenizer([text for _, text, _ in chunk], add_special_tokens=False)[
-                "input_ids"
-            ]
-            for (check, _, placeholders), row_ids in zip(chunk, ids, strict=True):
-                self._check_length(check, len(row_ids), placeholders)
+            try:
+                parts = [self._part(ref) for ref in plan.refs]
+            except Exception as exc:  # see failed
+                checks.append(failed(plan.index, exc))
+                continue
+            images = [text for ref, (_, text) in zip(plan.refs, parts, strict=True) if ref.kind == "image"]
+            videos = [text for ref, (_, text) in zip(plan.refs, parts, strict=True) if ref.kind == "video"]
+            known = sum(tokens for tokens, _ in parts if tokens is not None)
+            exact = all(tokens is not None for tokens, _ in parts)
+            check = Check(plan.index, None, known if exact else None, images=len(images), videos=len(videos))
+            checks.append(check)
+            pending.append((check, self.resolver.prompt_text(plan.prompt, images, videos), known))
+        if pending:
+            ids = self.processor.tokenizer([text for _, text, _ in pending], add_special_tokens=False)["input_ids"]
+            for (check, _, known), row_ids in zip(pending, ids, strict=True):
+                self._check_length(check, len(row_ids), known)
         return checks
 
-    def _text(self, prompt: list[dict]) -> str:
-        return self.resolver.processor.apply_chat_template(
-            prompt, add_generation_prompt=True, tokenize=False, **self.resolver.chat_template_kwargs
+    def _part(self, ref: MediaRef) -> tuple[int | None, str]:
+        """(vision tokens, placeholder replacement) of one medium; (None, bare token) when not known."""
+        r = self.resolver
+        if ref.kind == "image":
+            w, h = self.facts.image(ref.source, ref.label)
+            rh, rw = image_resize(ref, w, h, r.image_factor, *r._image_px)
+            patch = self.processor.image_processor.patch_size
+            return self._replacement("image", (1, rh // patch, rw // patch))
+        video = self.facts.video(ref)
+        if video is None:
+            return None, self.processor.video_token
+        indices = sample_indices(ref, video.frames, video.fps)
+        rh, rw = video_resize(ref, len(indices), *video.size, r.video_factor, *r._video_px)
+        patch = self.processor.video_processor.patch_size
+        grid = (math.ceil(len(indices) / r.temporal_patch_size), rh // patch, rw // patch)
+        return self._replacement("video", grid, (video, indices, rw, rh))
+
+    def _replacement(self, kind: str, grid: tuple, timing: tuple | None = None) -> tuple[int, str]:
+        """Qwen3-VL's video replacement carries frame timestamps: `timing` is (facts, indices, width, height)."""
+        key = (kind, grid, timing and (timing[0].fps, tuple(timing[1])))
+        if key not in self._replacements:
+            merge = self.processor.image_processor.merge_size
+            tokens = grid[0] * grid[1] * grid[2] // merge**2
+            if kind == "image":
+                text = self.processor.replace_image_token({"image_grid_thw": torch.tensor([grid])}, 0)
+            else:
+                video, indices, width, height = timing
+                metadata = VideoMetadata(
+                    total_num_frames=video.frames, fps=video.fps, width=width, height=height,
+                    frames_indices=list(indices),
+                )  # fmt: skip
+                inputs = {"video_grid_thw": torch.tensor([grid]), "video_metadata": [metadata]}
+                text = self.processor.replace_video_token(inputs, 0)
+            self._replacements[key] = (tokens, text)
+        return self._replacements[key]
+
+    def _check_length(self, check: Check, n_ids: int, known: int) -> None:
+        """`known` vision tokens of `n_ids`; when a video's are unknown it counts as one token (a lower bound)."""
+        check.prompt_tokens = n_ids
+        if self.limit is None or n_ids <= self.limit.tokens:
+            return
+        exact = check.vision_tokens is not None
+        check.problem = (
+            "over_budget",
+            f"prompt is {'' if exact else 'at least '}{n_ids} tokens ({known} {'vision' if exact else 'image'} + "
+            f"{n_ids - known} text), over {self.limit}; lower the pixel/frame budget or shorten the text "
+            "(vision spans are never truncated)",
         )
 
-    def _check_length(self, check: Check, n_ids: int, placeholders: int) -> None:
-        # Each placeholder renders as one pad token, which the processor expands to the medium's tokens.
-        vision = check.vision_tokens or 0
-        check.prompt_tokens = n_ids - placeholders + vision
-        limit = self.resolver.max_prompt_tokens
-        if check.prompt_tokens > limit:
-            check.problem = (
-                "over_budget",
-                f"prompt is at least {check.prompt_tokens} tokens ({vision} image + {check.prompt_tokens - vision} "
-                f"text), over max_prompt_tokens={limit}; lower the pixel budget or shorten the "
-                "text (vision spans are never truncated)",
-            )
 
-    def _tokens(self, ref: MediaRef) -> int | None:
-        """Vision tokens of an image from its header; None for a video, whose files are only looked for."""
-        if ref.kind == "video":
-            frames = _frame_sources(ref)
-            if frames is None:
-                self._require(ref.source, f"video file not found: {ref.label}")
-                return None
-            for k, frame in enumerate(frames):
-                if not isinstance(frame, Image.Image):
-                    self._require(frame, f"image file not found: frame {k} of {ref.label}")
-            if len(frames) < 2:
-                raise MediaError(f"video {ref.label} has {len(frames)} frame(s); at least 2 frames are needed")
-            return None
-        w, h = ref.source.size if isinstance(ref.source, Image.Image) else self._image_size(ref.source, ref.label)
-        default_min, default_max = self.resolver._image_px  # the resolver's defaults: the same resize as training
-        factor = self.resolver.image_factor
-        max_px = ref.budget.max_pixels or default_max
-        min_px = ref.budget.min_pixels or min(default_min, max_px)  # as the media layer: a lower max lowers min
-        try:
-            rh, rw = smart_resize(h, w, factor=factor, min_pixels=min_px, max_pixels=max_px)
-        except (ValueError, AssertionError) as exc:
-            raise MediaError(
-                f"{ref.label}: cannot fit {w}x{h} into the pixel budget [{min_px}, {max_px}]: {exc}"
-            ) from exc
-        return rh * rw // factor**2
+def embedded_images(row: dict) -> dict:
+    """Undecoded `Image` feature values (`{"bytes", "path"}`) as `EmbeddedImage`s (or their path)."""
 
-    def _require(self, path: Any, message: str) -> None:
-        key = os.fspath(path)
-        if key not in self._seen:
-            self._seen[key] = os.path.exists(key)
-        if not self._seen[key]:
-            raise MediaError(message)
-
-    def _image_size(self, path: Any, label: str) -> tuple[int, int]:
-        key = ("size", os.fspath(path))
-        if key not in self._seen:
-            self._seen[key] = _probe_image(key[1], label)
-        if isinstance(self._seen[key], str):
-            raise MediaError(self._seen[key])
-        return self._seen[key]
-
-
-def _probe_image(path: str, label: str) -> tuple[int, int] | str:
-    if not os.path.isfile(path):
-        return f"image file not found: {label}"
-    try:
-        with Image.open(path) as image:  # reads the header only
-            return image.size
-    except (UnidentifiedImageError, OSError) as exc:
-        return f"cannot read image {label}: {exc}"
-
-
-def _lazy_images(row: dict) -> dict:
-    """Undecoded `Image` feature values (`{"bytes", "path"}`) as lazily opened images: header, no pixels."""
-
-    def lazy(value: Any) -> Any:
+    def convert(value: Any) -> Any:
         if isinstance(value, dict) and "bytes" in value:
-            if not value["bytes"]:
-                return value.get("path")
-            try:
-                return Image.open(io.BytesIO(value["bytes"]))
-            except (UnidentifiedImageError, OSError) as exc:
-                raise MediaError(f"cannot read image <embedded {value.get('path') or 'image'}>: {exc}") from exc
-        return [lazy(v) for v in value] if isinstance(value, list) else value
+            return EmbeddedImage(value["bytes"], value.get("path")) if value["bytes"] else value.get("path")
+        return [convert(v) for v in value] if isinstance(value, list) else value
 
-    return {**row, **{c: lazy(row[c]) for c in ("image", "images") if row.get(c) is not None}}
+    return {**row, **{c: convert(row[c]) for c in ("image", "images") if row.get(c) is not None}}

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .checks import Check
 
 # Upper edges of the vision-token histogram's bins (a row lands in the first bin it fits).
 TOKEN_BINS = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -20,9 +24,33 @@ class ValidationReport:
     duplicate_ids: int = 0
     decoded: bool = True
     rejects_path: str | None = None
+    # Per kept row, in dataset order: its index in the checked dataset, its prompt tokens (text + image + video;
+    # a lower bound when its video tokens are uncounted) and its image and video counts.
+    kept_rows: list[int] = field(default_factory=list)
+    prompt_tokens: list[int | None] = field(default_factory=list)
+    media_counts: list[tuple[int, int]] = field(default_factory=list)
 
-    def add_tokens(self, tokens: int) -> None:
-        self.vision_tokens[next((edge for edge in TOKEN_BINS if tokens <= edge), -1)] += 1
+    def keep(self, check: Check) -> None:
+        self.ok += 1
+        self.kept_rows.append(check.index)
+        self.prompt_tokens.append(check.prompt_tokens)
+        self.media_counts.append((check.images, check.videos))
+        if check.vision_tokens is None:
+            self.uncounted_video += 1
+        else:
+            self.vision_tokens[next((edge for edge in TOKEN_BINS if check.vision_tokens <= edge), -1)] += 1
+
+    @property
+    def longest_prompt(self) -> int:
+        return max((n for n in self.prompt_tokens if n is not None), default=0)
+
+    @property
+    def most_media(self) -> dict[str, int]:
+        """The most images and videos any kept prompt has (e.g. vLLM's `limit_mm_per_prompt`)."""
+        return {
+            "image": max((i for i, _ in self.media_counts), default=0),
+            "video": max((v for _, v in self.media_counts), default=0),
+        }
 
     @property
     def n_rejected(self) -> int:
@@ -49,4 +77,10 @@ class ValidationReport:
                 lines.append(f"  {label:>13} {n:>8}  {'#' * max(1, round(40 * n / peak))}")
         if self.uncounted_video:
             lines.append(f"  {self.uncounted_video} kept rows have videos, not counted without decoding")
+        if self.kept_rows:
+            most = self.most_media
+            lines.append(
+                f"longest prompt: {self.longest_prompt} tokens; most media in a prompt: {most['image']} image(s), "
+                f"{most['video']} video(s)"
+            )
         return "\n".join(lines)

@@ -3,8 +3,10 @@
 Called by `qwengrpo validate` and by the trainer. A row is rejected when it could not be read or converted,
 lacks an answer column a reward needs, repeats an id (when configured as an error), or its media are
 missing, corrupt, too short, cannot fit the pixel budget, do not match the placeholders, or make the
-prompt longer than `max_prompt_tokens`. Every rejected row goes to the rejects JSONL with its row number,
-file, line and reason; in skip mode the count also goes to the log. Nothing is dropped silently.
+prompt longer than its limit. By default every image is decoded and every video probed, in worker processes
+(`facts.CheckedFacts`), so that nothing that would fail at training time passes. Every rejected row goes to
+the rejects JSONL with its row number, file, line and reason; in skip mode the count also goes to the log.
+Nothing is dropped silently, and a dataset with no row left is an error.
 """
 
 from __future__ import annotations
@@ -19,21 +21,25 @@ from typing import Any
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ..media import MediaBudget, MediaResolver
-from .checks import Check, FastChecks, decoded_check, strip_row
+from ..media.factcache import FactCache
+from ..media.workers import CheckPool
+from .checks import Check, PromptLimit, RowChecker, strip_row
+from .facts import CheckedFacts, HeaderFacts
 from .loading import image_feature
 from .readers import location
 from .report import ValidationReport
 
 logger = logging.getLogger(__name__)
 
-_CACHE_BYTES = 256 << 20  # preprocessed media kept while validating, so a clip shared by rows decodes once
+_CHUNK = 1024  # rows finished per tokenizer call
 
 
-class ValidationError(ValueError):
-    """The first bad row in fail mode; the message names the row, its file and line, and the reason."""
+class ValidationError(InputError, ValueError):
+    """The first bad row in fail mode (or no row left); the message names the row, its file and line, and why."""
 
-    def __init__(self, message: str, *, row: int, file: str | None, reason: str) -> None:
+    def __init__(self, message: str, *, row: int | None, file: str | None, reason: str) -> None:
         super().__init__(message)
         self.row, self.file, self.reason = row, file, reason
 
@@ -45,20 +51,25 @@ def validate_dataset(
     *,
     reward_funcs: Sequence[Callable] = (),
     required_columns: Sequence[str] = (),
-    max_prompt_tokens: int | None = None,
+    max_prompt_tokens: int | PromptLimit | Sequence[PromptLimit] | None = None,
     decode: bool = True,
     on_error: str = "fail",
     rejects: str | os.PathLike | None = None,
     duplicate_ids: str = "warn",
     chat_template_kwargs: dict | None = None,
     name: str = "dataset",
+    workers: int | None = None,
 ) -> tuple[Dataset, ValidationReport]:
     """Check every row of `dataset`; return the rows kept (without `_error`) and the report.
 
     `reward_funcs` declare the columns they read in a `columns` attribute; `required_columns` adds more.
-    `decode=False` checks files, image headers and text tokens only (fast; video tokens are not counted).
-    `on_error="fail"` raises `ValidationError` at the first bad row; `"skip"` drops bad rows, which are
-    always written to `rejects` (required then).
+    `max_prompt_tokens` caps each prompt's tokens (text + image + video): an int (named `max_prompt_tokens` in
+    errors) or `PromptLimit`s that say what sets them; the tightest applies. `decode=True` decodes every image
+    and probes every video in `workers` processes (default: one per core, up to 8), caching what passed by file
+    identity; `decode=False` checks files, image headers and text tokens only (video tokens are not counted).
+    `chat_template_kwargs` must be training's, so that prompt lengths are training's. `on_error="fail"` raises
+    `ValidationError` at the first bad row; `"skip"` drops bad rows, which are always written to `rejects`
+    (required then). The report lists each kept row's index, prompt tokens and image/video counts.
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
@@ -83,10 +94,8 @@ def validate_dataset(
             name, len(repeats), first, ids[first], repeats[first],
         )  # fmt: skip
     needed = _needed_columns(reward_funcs, required_columns)
-    resolver = MediaResolver(
-        processor, budget or MediaBudget(), max_prompt_tokens=max_prompt_tokens,
-        chat_template_kwargs=chat_template_kwargs, cache_bytes=_CACHE_BYTES if decode else 0,
-    )  # fmt: skip
+    limit = _tightest(max_prompt_tokens)
+    resolver = MediaResolver(processor, budget or MediaBudget(), chat_template_kwargs=chat_template_kwargs)
 
     def early(index: int, row: dict) -> tuple[str, str] | None:
         """Problems known without touching media."""
@@ -104,20 +113,19 @@ def validate_dataset(
             return "duplicate_id", f"id {ids[index]!r} repeats the id of row {repeats[index]}"
         return None
 
-    kept: list[int] = []
     with contextlib.ExitStack() as stack:
+        facts: CheckedFacts | HeaderFacts = HeaderFacts()
+        if decode:
+            cache = FactCache()
+            stack.callback(cache.close)
+            facts = CheckedFacts(stack.enter_context(CheckPool(workers)), cache)
         out = None
         if rejects is not None:
             os.makedirs(os.path.dirname(os.path.abspath(rejects)), exist_ok=True)
             out = stack.enter_context(open(rejects, "w", encoding="utf-8"))
-        for check in _checks(dataset, resolver, early, decode):
+        for check in _checks(dataset, RowChecker(resolver, facts, limit), early):
             if check.problem is None:
-                kept.append(check.index)
-                report.ok += 1
-                if check.vision_tokens is None:
-                    report.uncounted_video += 1
-                else:
-                    report.add_tokens(check.vision_tokens)
+                report.keep(check)
                 continue
             reason, message = check.problem
             source = sources[check.index] if sources else None
@@ -135,35 +143,43 @@ def validate_dataset(
             name, report.n_rejected, report.rows, ", ".join(f"{r}: {n}" for r, n in report.rejected.most_common()),
             rejects,
         )  # fmt: skip
+    if not report.kept_rows:
+        reasons = ", ".join(f"{r}: {n}" for r, n in report.rejected.most_common()) or "it has no rows"
+        where = f"; each is in {rejects}" if rejects is not None and report.n_rejected else ""
+        raise ValidationError(
+            f"{name}: no row is left to train on: all {report.rows} rows were rejected ({reasons}){where}",
+            row=None, file=None, reason="no_rows",
+        )  # fmt: skip
+    kept = report.kept_rows
     kept_dataset = dataset if len(kept) == len(dataset) else dataset.select(kept)
     return (kept_dataset.remove_columns("_error") if errors is not None else kept_dataset), report
 
 
-def _checks(
-    dataset: Dataset, resolver: MediaResolver, early: Callable[[int, dict], tuple[str, str] | None], decode: bool
-) -> Iterator[Check]:
-    """One `Check` per row, in row order (so fail mode stops at the first bad row)."""
-    if decode:
-        rows = tqdm(_rows(dataset), total=len(dataset), desc=f"validating {len(dataset)} rows", unit="row")
-        for index, row in rows:
-            problem = early(index, row)
-            yield Check(index, problem) if problem else decoded_check(index, row, resolver)
-        return
-    for column, feature in dataset.features.items():  # header reads need the bytes, not decoded pixels
+def _tightest(limits: int | PromptLimit | Sequence[PromptLimit] | None) -> PromptLimit | None:
+    if limits is None:
+        return None
+    if isinstance(limits, int):
+        return PromptLimit(limits)
+    if isinstance(limits, PromptLimit):
+        return limits
+    return min(limits, key=lambda limit: limit.tokens, default=None)
+
+
+def _checks(dataset: Dataset, checker: RowChecker, early: Callable[[int, dict], tuple[str, str] | None]) -> Iterator[Check]:
+    """One `Check` per row, in row order (so fail mode stops at the first bad row).
+
+    Every row is split and its media queued first, so that the check workers run ahead; rows are then finished
+    in chunks (one tokenizer call per chunk).
+    """
+    for column, feature in dataset.features.items():  # embedded images go to the workers as their bytes
         if (undecoded := image_feature(feature, decode=False)) is not None:
             dataset = dataset.cast_column(column, undecoded)
-    results: dict[int, Check] = {}
-    fast = FastChecks(resolver)
-
-    def survivors() -> Iterator[tuple[int, dict]]:
-        for index, row in _rows(dataset):
-            if problem := early(index, row):
-                results[index] = Check(index, problem)
-            else:
-                yield index, row
-
-    results.update((check.index, check) for check in fast.run(survivors()))
-    yield from (results[i] for i in range(len(dataset)))
+    plans = [Check(i, problem) if (problem := early(i, row)) else checker.plan(i, row) for i, row in _rows(dataset)]
+    with tqdm(total=len(plans), desc=f"checking {len(plans)} rows", unit="row") as bar:
+        for start in range(0, len(plans), _CHUNK):
+            checks = checker.finish(plans[start : start + _CHUNK])
+            bar.update(len(checks))
+            yield from checks
 
 
 def _rows(dataset: Dataset) -> Iterator[tuple[int, dict]]:

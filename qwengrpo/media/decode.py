@@ -1,33 +1,34 @@
 """Load images and decode videos under their budgets, with named errors for bad files.
 
 Frame counts and sizes follow qwen-vl-utils (`smart_nframes`, `smart_resize`) so that a model sees what
-it saw in pre-training. Videos are decoded with decord, after a probe in a child process: decord can
-abort the whole interpreter on some corrupt files, and a training run must survive that as an error.
+it saw in pre-training; pixels are what an image viewer shows (`files.to_rgb`). Videos are decoded with
+decord, after a probe in a worker process: decord can abort the whole interpreter on some corrupt files,
+and a training run must survive that as an error.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from qwen_vl_utils.vision_process import calculate_video_frame_range, smart_nframes, smart_resize
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from .budget import MediaBudget
 from .errors import MediaError
+from .factcache import FactCache, file_key
+from .files import BadMedia, open_image
 from .refs import MediaRef
+from .workers import check_one
 
 _FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_FRAMES_FPS = 2.0  # qwen-vl-utils' assumption for pre-extracted frames
@@ -64,22 +65,12 @@ def natural_key(name: str) -> list:
 
 
 def _open_image(source: Any, label: str) -> Image.Image:
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise MediaError(f"image file not found: {label}")
-        try:
-            image = Image.open(path)
-            image.load()
-        except (UnidentifiedImageError, OSError) as exc:
-            raise MediaError(f"cannot read image {label}: {exc}") from exc
-    if image.mode == "RGBA":  # composite on white like qwen-vl-utils, rather than dropping alpha to black
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image, mask=image.split()[3])
-        return background
-    return image.convert("RGB")
+    if not isinstance(source, Image.Image) and not Path(source).is_file():
+        raise MediaError(f"image file not found: {label}")
+    try:
+        return open_image(source if isinstance(source, Image.Image) else str(source), label)
+    except BadMedia as exc:
+        raise MediaError(str(exc)) from exc
 
 
 def _resize_hw(h: int, w: int, factor: int, min_pixels: int, max_pixels: int, label: str) -> tuple[int, int]:
@@ -91,49 +82,62 @@ def _resize_hw(h: int, w: int, factor: int, min_pixels: int, max_pixels: int, la
         ) from exc
 
 
+def image_resize(ref: MediaRef, w: int, h: int, factor: int, default_min: int, default_max: int) -> tuple[int, int]:
+    """(height, width) that a `w`x`h` image is resized to under `ref`'s budget."""
+    max_px = ref.budget.max_pixels or default_max
+    min_px = ref.budget.min_pixels or min(default_min, max_px)  # a lowered max also lowers the default min
+    return _resize_hw(h, w, factor, min_px, max_px, ref.label)
+
+
+def video_resize(
+    ref: MediaRef, n_frames: int, w: int, h: int, factor: int, default_min: int, default_max: int
+) -> tuple[int, int]:
+    """(height, width) that each of `n_frames` sampled `w`x`h` frames is resized to under `ref`'s budget."""
+    b = ref.budget
+    max_px = b.video_max_pixels or default_max
+    min_px = b.video_min_pixels or min(default_min, max_px)
+    if b.video_total_pixels:  # spread the total over the frames, as qwen-vl-utils does
+        max_px = max(min(max_px, b.video_total_pixels / n_frames * 2), int(min_px * 1.05))
+    return _resize_hw(h, w, factor, min_px, math.floor(max_px), ref.label)
+
+
 def load_image(ref: MediaRef, factor: int, default_min: int, default_max: int) -> DecodedImage:
     image = _open_image(ref.source, ref.label)
     w, h = image.size
-    max_px = ref.budget.max_pixels or default_max
-    min_px = ref.budget.min_pixels or min(default_min, max_px)  # a lowered max also lowers the default min
-    rh, rw = _resize_hw(h, w, factor, min_px, max_px, ref.label)
+    rh, rw = image_resize(ref, w, h, factor, default_min, default_max)
     resized = image if (rw, rh) == (w, h) else image.resize((rw, rh), Image.Resampling.BICUBIC)
     return DecodedImage(resized, (w, h))
 
 
-_PROBE = (
-    "import json, sys, decord\n"
-    "vr = decord.VideoReader(sys.argv[1])\n"
-    "n = len(vr)\n"
-    "h, w = vr[0].shape[:2] if n else (0, 0)\n"
-    "if n: vr[n - 1]\n"  # decoding the last frame catches truncated files
-    "print(json.dumps([n, vr.get_avg_fps(), w, h]))\n"
-)
+def probe_video(path: str | os.PathLike) -> tuple[int, float, int, int]:
+    """(frames, fps, width, height) of a video file, read in a worker process; MediaError if unreadable.
+
+    decord can abort the interpreter on a corrupt file, so the training process never opens one unprobed.
+    Facts of a file checked before (by the pre-flight check or an earlier run) come from the fact cache.
+    """
+    key = file_key("video", str(path))
+    if key is None or not os.path.isfile(path):
+        raise MediaError(f"video file not found: {path}")
+    return _probe(str(path), key)
 
 
 @functools.lru_cache(maxsize=4096)
-def _probe_cached(path: str, size: int, mtime_ns: int) -> tuple[int, float, int, int]:
+def _probe(path: str, key: str) -> tuple[int, float, int, int]:
+    cache = FactCache()
     try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired as exc:
-        raise MediaError(f"cannot read video {path}: probing it took over 120 s") from exc
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or [f"decoder exited with status {proc.returncode}"])[-1]
-        raise MediaError(f"cannot read video {path}: {reason[:300]}")
-    n, fps, w, h = json.loads(proc.stdout.strip().splitlines()[-1])
-    return n, fps, w, h
+        facts = cache.get(key)
+        if facts is None:
+            answer = check_one({"kind": "video", "path": path, "label": path})
+            if "error" in answer:
+                raise MediaError(answer["error"])
+            facts = answer["ok"]
+            cache.put(key, facts)
+    finally:
+        cache.close()
+    return facts["frames"], facts["fps"], *facts["size"]
 
 
-def probe_video(path: str | os.PathLike) -> tuple[int, float, int, int]:
-    """(frames, fps, width, height) of a video file, read in a child process; MediaError if unreadable."""
-    p = Path(path)
-    if not p.is_file():
-        raise MediaError(f"video file not found: {path}")
-    stat = p.stat()
-    return _probe_cached(str(p), stat.st_size, stat.st_mtime_ns)
-
-
-def _sample_indices(ref: MediaRef, total: int, fps: float) -> list[int]:
+def sample_indices(ref: MediaRef, total: int, fps: float) -> list[int]:
     b: MediaBudget = ref.budget
     if total < 2 or not fps or fps <= 0:
         raise MediaError(f"video {ref.label} has {total} frame(s) at {fps} fps; at least 2 frames are needed")
@@ -147,7 +151,7 @@ def _sample_indices(ref: MediaRef, total: int, fps: float) -> list[int]:
     return torch.linspace(start, end, n).round().long().tolist()
 
 
-def _frame_sources(ref: MediaRef) -> list | None:
+def frame_sources(ref: MediaRef) -> list | None:
     """The frames of a folder or list source, naturally sorted; None for a video file."""
     if isinstance(ref.source, (list, tuple)):
         return list(ref.source)
@@ -163,10 +167,10 @@ def _frame_sources(ref: MediaRef) -> list | None:
 
 
 def decode_video(ref: MediaRef, factor: int, default_min: int, default_max: int) -> DecodedVideo:
-    frames_src = _frame_sources(ref)
+    frames_src = frame_sources(ref)
     if frames_src is None:
         total, fps, w, h = probe_video(ref.source)
-        indices = _sample_indices(ref, total, fps)
+        indices = sample_indices(ref, total, fps)
         import decord
 
         try:
@@ -177,7 +181,7 @@ def decode_video(ref: MediaRef, factor: int, default_min: int, default_max: int)
     else:
         fps = ref.native_fps or DEFAULT_FRAMES_FPS
         total = len(frames_src)
-        indices = _sample_indices(ref, total, fps)
+        indices = sample_indices(ref, total, fps)
         images = [_open_image(frames_src[i], f"frame {i} of {ref.label}") for i in indices]
         sizes = {im.size for im in images}
         if len(sizes) > 1:
@@ -185,12 +189,7 @@ def decode_video(ref: MediaRef, factor: int, default_min: int, default_max: int)
         w, h = images[0].size
         frames = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2)
 
-    b = ref.budget
-    max_px = b.video_max_pixels or default_max
-    min_px = b.video_min_pixels or min(default_min, max_px)
-    if b.video_total_pixels:  # spread the total over the frames, as qwen-vl-utils does
-        max_px = max(min(max_px, b.video_total_pixels / len(indices) * 2), int(min_px * 1.05))
-    rh, rw = _resize_hw(h, w, factor, min_px, math.floor(max_px), ref.label)
+    rh, rw = video_resize(ref, len(indices), w, h, factor, default_min, default_max)
     if (rh, rw) != (h, w):
         frames = TF.resize(frames, [rh, rw], interpolation=InterpolationMode.BICUBIC, antialias=True)
     return DecodedVideo(frames.contiguous(), indices, float(fps), total, (w, h))
@@ -203,7 +202,7 @@ def read_image(ref: MediaRef) -> Image.Image:
 
 def read_frames(ref: MediaRef, indices: list[int], height: int | None = None) -> list[Image.Image]:
     """Frames `indices` of a video (e.g. those already sampled for the model), scaled to `height` if given."""
-    frames_src = _frame_sources(ref)
+    frames_src = frame_sources(ref)
     if frames_src is not None:
         frames = [_open_image(frames_src[i], f"frame {i} of {ref.label}") for i in indices]
         return [f.resize((max(1, round(f.width * height / f.height)), height)) for f in frames] if height else frames

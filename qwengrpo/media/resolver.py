@@ -178,16 +178,19 @@ class MediaResolver:
         """Concatenate the media tensors of `rows`, in row then placeholder order, as the model expects them."""
         return media_model_inputs(self.processor, rows, device)
 
-    def _row(self, prompt: list[dict], processed: list[Processed], index: int) -> RowMedia:
+    def prompt_text(self, prompt: list[dict], images: list[str], videos: list[str]) -> str:
+        """The prompt as the model reads it: chat template applied, each placeholder expanded to its replacement."""
         text = self.processor.apply_chat_template(
             prompt, add_generation_prompt=True, tokenize=False, **self.chat_template_kwargs
         )
+        if images or videos:
+            (text,), _ = self.processor.get_text_with_replacements([text], images, videos)
+        return text
+
+    def _row(self, prompt: list[dict], processed: list[Processed], index: int) -> RowMedia:
         images = [p for p in processed if p.kind == "image"]
         videos = [p for p in processed if p.kind == "video"]
-        if images or videos:
-            (text,), _ = self.processor.get_text_with_replacements(
-                [text], [p.replacement for p in images], [p.replacement for p in videos]
-            )
+        text = self.prompt_text(prompt, [p.replacement for p in images], [p.replacement for p in videos])
         ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
         if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
             n_vision = sum(int(p.grid_thw.prod()) // self.processor.image_processor.merge_size**2 for p in processed)
