@@ -165,7 +165,9 @@ def _tightest(limits: int | PromptLimit | Sequence[PromptLimit] | None) -> Promp
     return min(limits, key=lambda limit: limit.tokens, default=None)
 
 
-def _checks(dataset: Dataset, checker: RowChecker, early: Callable[[int, dict], tuple[str, str] | None]) -> Iterator[Check]:
+def _checks(
+    dataset: Dataset, checker: RowChecker, early: Callable[[int, dict], tuple[str, str] | None]
+) -> Iterator[Check]:
     """One `Check` per row, in row order (so fail mode stops at the first bad row).
 
     Every row is split and its media queued first, so that the check workers run ahead; rows are then finished

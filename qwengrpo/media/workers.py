@@ -37,7 +37,7 @@ def default_workers() -> int:
 
 class _Worker:
     def __init__(self) -> None:
-        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: nobody has to drain it
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop) a file, not a pipe: nobody drains it
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _BOOT, str(FILES)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self.stderr,
