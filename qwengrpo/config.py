@@ -62,18 +62,32 @@ class QwenGRPOConfig(GRPOConfig):
         },
     )
     validate_data: str = field(
-        default="files",
+        default="decode",
         metadata={
-            "help": "Check every training row before step 1: 'files' (existence, headers, placeholders, text tokens), "
-            "'decode' (also decode every medium under the budgets), or 'off'.",
-            "choices": ["files", "decode", "off"],
+            "help": "Check every training row before step 1, once, on the main process: 'decode' (every image decoded "
+            "and every video probed in worker processes, cached by file identity; prompts counted with their video "
+            "tokens), 'files' (existence, image headers, text tokens only), or 'off'.",
+            "choices": ["decode", "files", "off"],
         },
     )
     on_error: str = field(
         default="fail",
-        metadata={"help": "A bad row stops the run ('fail') or is skipped and written to `rejects_path` ('skip').",
+        metadata={"help": "A bad row stops the run ('fail') or is skipped and written to `rejects_path` ('skip'), "
+                          "before step 1 and during training (where it is replaced in its batch).",
                   "choices": ["fail", "skip"]},
     )  # fmt: skip
     rejects_path: str | None = field(
         default=None, metadata={"help": "JSONL of rejected rows (default: <output_dir>/rejects.jsonl)."}
+    )
+    duplicate_ids: str = field(
+        default="warn",
+        metadata={"help": "Rows whose `id` repeats an earlier row's: logged ('warn') or rejected ('error').",
+                  "choices": ["warn", "error"]},
+    )  # fmt: skip
+    reward_nonfinite_patience: int = field(
+        default=1,
+        metadata={
+            "help": "Stop the run, naming the reward, when a reward gives no finite value (only NaN/inf) for this "
+            "many generation batches in a row; None (skip) is not counted."
+        },
     )

@@ -15,6 +15,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOTrainer
 
 from .config import QwenGRPOConfig
+from .data.guard import RowGuard
+from .data.preflight import preflight, rejects_path
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, VisionCache, strip_media_columns
 from .media.resolver import media_model_inputs
 from .models import (
@@ -26,7 +28,9 @@ from .models import (
     vision_calls_skipped,
     vision_tower,
 )
+from .models.checkpoint import check_complete, resolve_resume, staged_save
 from .rewards import check_reward_columns
+from .rewards.checked import NonFiniteWatch, checked_rewards
 from .sampler import EpochRepeatSampler
 from .tracking import log_completions, row_refs, use_safe_wandb
 
@@ -48,16 +52,19 @@ class QwenGRPOTrainer(GRPOTrainer):
     Overridden TRL methods, and why each must be:
 
     - `__init__`: loads the model/processor, applies freezing and last-K LoRA, checks that the dataset has every
-      column the rewards need, builds the media resolver, and suppresses vision tokens in sampling (TRL
-      suppresses only the image pad token, not the video one).
-    - `_generate_and_score_completions`: resolves the batch's media once, calls TRL on media-free rows and
-      attaches each row's media to the output, so shuffling/splitting carries it per row (TRL's flat
-      `pixel_values_videos` would be cut by row index and corrupted).
+      column the rewards need and runs the pre-flight checks (`qwengrpo.data.preflight`, once, on the main
+      process), wraps rewards so a bad output names the reward and the row (`qwengrpo.rewards.checked`), builds the
+      media resolver, and suppresses vision tokens in sampling (TRL suppresses only the image pad token).
+    - `_generate_and_score_completions`: resolves the batch's media once (a row that fails is named by file and
+      line, and in skip mode replaced: `qwengrpo.data.guard`), calls TRL on media-free rows and attaches each
+      row's media to the output, so shuffling/splitting carries it per row (TRL's flat `pixel_values_videos`
+      would be cut by row index and corrupted).
     - `_tokenize_prompts`: returns the resolver's prompt ids and tensors instead of re-processing every
       media part (TRL decodes each video again for each of the G copies); with `vision_encode_once`, only
       grids, and `generate` takes encoder outputs from the vision cache (`_encoder_outputs_in_generate`).
     - `_calculate_rewards`: gives rewards back the media columns and a `media` column with each medium's
-      effective geometry (original and resized size, sampled frame indices, fps, timestamps).
+      effective geometry (original and resized size, sampled frame indices, fps, timestamps); stops the run when
+      a reward gives no finite value for `reward_nonfinite_patience` batches (TRL trains on with loss 0).
     - `_get_per_token_logps_and_entropies`: feeds every pass (old, reference, policy) its rows' image and video
       tensors; TRL's version slices image tensors only, so its loss forward never saw a video. It encodes each
       distinct medium once per call (or reuses generation's outputs when the encoder is frozen).
@@ -68,8 +75,11 @@ class QwenGRPOTrainer(GRPOTrainer):
       `__init__` also swaps in `SafeWandbCallback`, so a W&B failure is logged once and training goes on.
     - `_get_train_sampler`: positions the shuffle by epoch (`EpochRepeatSampler`); TRL's sampler replays its first
       epoch's order after a resume.
+    - `_save_checkpoint`: Trainer writes `checkpoint-N` in place, so a kill or a full disk leaves a folder that
+      resume picks and fails on; `staged_save` writes it aside and renames it when complete.
     - `_load_from_checkpoint`: Trainer's resume of a full fine-tune of Qwen2/2.5-VL silently loads nothing (hub
       key layout vs `load_state_dict(strict=False)`); full checkpoints load through `load_full_weights` instead.
+      An incomplete checkpoint is refused by name.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
@@ -91,16 +101,17 @@ class QwenGRPOTrainer(GRPOTrainer):
             apply_freezing(
                 model, llm=args.freeze_llm, vision_tower_=args.freeze_vision_tower, aligner=args.freeze_aligner
             )
+        reward_funcs = checked_rewards(reward_funcs)  # a bad reward output names the reward and the row
         dataset = kwargs.get("train_dataset")
         if dataset is not None and getattr(dataset, "column_names", None) is not None:
             # A missing gold column must fail here, not after the first generation batch.
-            funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-            check_reward_columns(funcs, [*dataset.column_names, "media"])
-            if args.validate_data != "off" and kwargs.get("processing_class") is not None:
-                kwargs["train_dataset"] = self._validated(dataset, kwargs["processing_class"], args)
-                evals = kwargs.get("eval_dataset")
-                if getattr(evals, "column_names", None) is not None:  # a held-out row gets the same checks
-                    kwargs["eval_dataset"] = self._validated(evals, kwargs["processing_class"], args, split="eval")
+            check_reward_columns(reward_funcs, [*dataset.column_names, "media"])
+            checked = {"reward_funcs": reward_funcs, "chat_template_kwargs": args.chat_template_kwargs}
+            kwargs["train_dataset"] = preflight(dataset, kwargs["processing_class"], args, **checked)
+            evals = kwargs.get("eval_dataset")
+            if getattr(evals, "column_names", None) is not None:  # a held-out row gets the same checks
+                kwargs["eval_dataset"] = preflight(evals, kwargs["processing_class"], args, **checked, split="eval")
+        args.resume_from_checkpoint = resolve_resume(args.resume_from_checkpoint, args.output_dir)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         self._sync_vision = self.is_deepspeed_enabled or self.is_fsdp_enabled
         if self._sync_vision:
@@ -136,31 +147,12 @@ class QwenGRPOTrainer(GRPOTrainer):
         self._vision_by_mode: dict[str, VisionCache] = {}  # train and eval batches can interleave
         self.vision_patches = 0  # vision-tower input patches encoded through the caches (benchmarks read it)
         self._wandb_callback = use_safe_wandb(self.callback_handler)
+        self._guards = {
+            "train": RowGuard(self.train_dataset, args.on_error, rejects_path(args)),
+            "eval": RowGuard(self.eval_dataset, args.on_error, rejects_path(args, "eval")),
+        }
+        self._reward_watch = NonFiniteWatch(self.reward_funcs, args.reward_nonfinite_patience)
         self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
-
-    @staticmethod
-    def _validated(dataset, processor, args: QwenGRPOConfig, split: str = "train"):
-        """Every row checked before step 1; bad rows fail the run or are skipped into the rejects file."""
-        from accelerate import PartialState
-
-        from .data import validate_dataset
-
-        rejects = args.rejects_path or f"{args.output_dir}/rejects.jsonl"
-        if split != "train":
-            rejects = rejects.removesuffix(".jsonl") + f"_{split}.jsonl"
-        kept, report = validate_dataset(
-            dataset,
-            processor,
-            MediaBudget.from_args(args),
-            max_prompt_tokens=args.max_prompt_tokens,
-            decode=args.validate_data == "decode",
-            on_error=args.on_error,
-            # Every rank validates the same rows; only the main process writes the rejects file.
-            rejects=(rejects if PartialState().is_main_process else os.devnull) if args.on_error == "skip" else None,
-        )
-        if report.n_rejected:
-            logger.warning("%s", report.render())
-        return kept
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
@@ -169,7 +161,12 @@ class QwenGRPOTrainer(GRPOTrainer):
     def _get_train_sampler(self, dataset=None):
         return EpochRepeatSampler.like(super()._get_train_sampler(dataset))
 
+    def _save_checkpoint(self, model, trial) -> None:
+        with staged_save(self, trial):
+            super()._save_checkpoint(model, trial)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        check_complete(resume_from_checkpoint)
         model = self.model if model is None else model
         full = os.path.isfile(os.path.join(resume_from_checkpoint, "model.safetensors")) or os.path.isfile(
             os.path.join(resume_from_checkpoint, "model.safetensors.index.json")
@@ -181,8 +178,9 @@ class QwenGRPOTrainer(GRPOTrainer):
         load_full_weights(model, resume_from_checkpoint)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        guard = self._guards["train" if self.model.training else "eval"]
+        inputs, self._batch_media = guard.resolve(self.media, inputs, self.state.global_step)
         self._batch_rows = inputs
-        self._batch_media = self.media.resolve(inputs)
         self._generation_vision = VisionCache(self.processing_class) if self.args.vision_encode_once else None
         if self._generation_vision is not None:
             self._vision_by_mode["train" if self.model.training else "eval"] = self._generation_vision
@@ -254,7 +252,9 @@ class QwenGRPOTrainer(GRPOTrainer):
             {**row, **{k: v for k, v in source.items() if k in MEDIA_COLUMNS}, "media": media.info}
             for row, source, media in zip(inputs, self._batch_rows, self._batch_media, strict=True)
         ]
-        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._reward_watch.after_batch(lambda counts: self.accelerator.reduce(counts.to(rewards.device), "sum").cpu())
+        return rewards
 
     def _compute_loss(self, model, inputs):
         self._batch_media = inputs["media"]

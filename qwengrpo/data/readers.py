@@ -87,5 +87,7 @@ def parse_row(text: str) -> dict:
 
 
 def location(source: dict) -> str:
-    """`train.jsonl:12` for a JSONL line, `train.json item 3` otherwise."""
+    """`train.jsonl:12` for a JSONL line, `train.json item 3` for an array item, `row 3` for an in-memory row."""
+    if not source.get("file"):
+        return f"row {source['item']}"
     return f"{source['file']}:{source['line']}" if source.get("line") else f"{source['file']} item {source['item']}"

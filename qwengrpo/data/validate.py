@@ -155,6 +155,14 @@ def validate_dataset(
     return (kept_dataset.remove_columns("_error") if errors is not None else kept_dataset), report
 
 
+def split_rejects_path(rejects: str | None, split: str) -> str | None:
+    """The eval split's rejects go next to the train split's: `rejects.jsonl` → `rejects.eval.jsonl`."""
+    if rejects is None or split == "train":
+        return rejects
+    stem, ext = os.path.splitext(rejects)
+    return f"{stem}.{split}{ext}"
+
+
 def _tightest(limits: int | PromptLimit | Sequence[PromptLimit] | None) -> PromptLimit | None:
     if limits is None:
         return None

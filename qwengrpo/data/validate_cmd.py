@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from .loading import load_dataset
 from .target import add_source_arguments, target_from_args
-from .validate import ValidationError, validate_dataset
+from .validate import ValidationError, split_rejects_path, validate_dataset
 
 DEFAULT_REJECTS = "outputs/rejects.jsonl"
 
@@ -41,18 +40,10 @@ def run(args: argparse.Namespace) -> int:
             _, report = validate_dataset(
                 dataset, processor, target.budget, reward_funcs=rewards, required_columns=required,
                 max_prompt_tokens=target.max_prompt_tokens, decode=not args.no_decode, on_error=on_error,
-                rejects=_split_path(rejects, name), duplicate_ids=cfg.duplicate_ids, name=name,
+                rejects=split_rejects_path(rejects, name), duplicate_ids=cfg.duplicate_ids, name=name,
             )  # fmt: skip
         except ValidationError as exc:
             print(f"qwengrpo validate: {name}: {exc.reason}: {exc}", file=sys.stderr)
             return 1
         print(report.render())
     return 0
-
-
-def _split_path(rejects: str | None, split: str) -> str | None:
-    """The eval split's rejects go next to the train split's: `rejects.jsonl` → `rejects.eval.jsonl`."""
-    if rejects is None or split == "train":
-        return rejects
-    stem, ext = os.path.splitext(rejects)
-    return f"{stem}.{split}{ext}"

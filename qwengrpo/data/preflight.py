@@ -1,0 +1,91 @@
+"""The trainer's pre-flight: every row checked once, on the main process, before step 1; every rank trains on
+the rows it kept.
+
+The checks are `qwengrpo validate`'s (`validate_dataset`): the rewards' answer columns (a null answer is
+rejected), duplicate ids, every medium decoded or probed, and prompt lengths counted with training's chat
+template arguments. Ranks that checked on their own could disagree (a flaky read, a probe timeout on one of
+them) and train on different datasets; here the main process decides and broadcasts the kept row indices.
+Kept rows carry `_source` (file, line, index in the given dataset) so that any later error names the row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from datasets import Dataset
+
+from ..errors import InputError
+from ..media import MediaBudget
+from .validate import ValidationError, split_rejects_path, validate_dataset
+
+logger = logging.getLogger(__name__)
+
+TRAINING_STAGE = "training"  # the `stage` of a rejects record written by `RowGuard` during training
+
+
+def rejects_path(args: Any, split: str = "train") -> str | None:
+    """Where `split`'s rejected rows go: `rejects_path` (default `<output_dir>/rejects.jsonl`), in skip mode."""
+    if args.on_error != "skip":
+        return None
+    return split_rejects_path(args.rejects_path or os.path.join(args.output_dir, "rejects.jsonl"), split)
+
+
+def training_rejects(path: str | None) -> list[dict]:
+    """Rows an earlier run in this output dir rejected while training (`RowGuard`), from the rejects file."""
+    if path is None or not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if r.get("stage") == TRAINING_STAGE]
+
+
+def preflight(
+    dataset: Dataset,
+    processor: Any,
+    args: Any,
+    reward_funcs: Sequence[Callable] = (),
+    *,
+    chat_template_kwargs: dict | None = None,
+    split: str = "train",
+) -> Dataset:
+    """`dataset`'s rows that pass `args.validate_data` checks (all of them when it is "off"), with `_source`."""
+    state = PartialState()
+    outcome: dict[str, Any] = {"kept": list(range(len(dataset)))}
+    if args.validate_data != "off" and state.is_main_process:
+        outcome = _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split)
+    if state.num_processes > 1:
+        # The other ranks wait here for the main process's verdict (within `ddp_timeout`).
+        (outcome,) = broadcast_object_list([outcome])
+    if "error" in outcome:
+        raise ValidationError(outcome["error"], row=None, file=None, reason=outcome["reason"])
+    kept = outcome["kept"]
+    if "_source" not in dataset.column_names:  # an in-memory dataset: rows are named by their index
+        dataset = dataset.add_column("_source", [{"file": None, "line": None, "item": i} for i in range(len(dataset))])
+    dataset = dataset if len(kept) == len(dataset) else dataset.select(kept)
+    return dataset.remove_columns("_error") if "_error" in dataset.column_names else dataset
+
+
+def _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split) -> dict[str, Any]:
+    rejects = rejects_path(args, split)
+    carried = training_rejects(rejects)
+    try:
+        _, report = validate_dataset(
+            dataset, processor, MediaBudget.from_args(args), reward_funcs=reward_funcs,
+            max_prompt_tokens=args.max_prompt_tokens, decode=args.validate_data == "decode",
+            on_error=args.on_error, rejects=rejects, duplicate_ids=args.duplicate_ids,
+            chat_template_kwargs=chat_template_kwargs, name=split,
+        )  # fmt: skip
+    except InputError as exc:  # every rank must raise it, not wait for a verdict that never comes
+        return {"error": str(exc), "reason": getattr(exc, "reason", type(exc).__name__)}
+    if carried:  # rows that failed while training stay recorded, so a resumed run replaces them unread
+        with open(rejects, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in carried)
+    if report.n_rejected:
+        logger.warning("%s", report.render())
+    return {"kept": report.kept_rows}
