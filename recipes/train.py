@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from qwengrpo import QwenGRPOTrainer
+from qwengrpo.errors import InputError
 from qwengrpo.recipe import default_wandb_offline, load_recipe, resolve_model
 
 logger = logging.getLogger("qwengrpo.train")
@@ -67,4 +69,8 @@ def main(argv: list[str] | None = None) -> QwenGRPOTrainer | None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except InputError as exc:  # bad data, media, rewards or disk: the message names the file and line; no traceback
+        logger.error("%s", exc)
+        sys.exit(1)

@@ -21,6 +21,7 @@ class DatasetConfig:
     train: str | list[str]
     eval: str | list[str] | None = None
     media_root: str | None = None  # relative media paths resolve here; default: the data file's folder
+    media_root_only: bool = False  # refuse rows whose media resolve (symlinks followed) outside media_root
     answer_column: str = "solution"
     columns: dict[str, str] = field(default_factory=dict)  # hf/frames/segmentation: source column names by role
     system_prompt: str | None = None

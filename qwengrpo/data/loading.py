@@ -17,8 +17,8 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 
 from .adapters import ADAPTERS, default_root, hf_row
 from .config import DatasetConfig
-from .prompts import RowError
-from .readers import parse_row, read_records
+from .prompts import RowError, outside_root
+from .readers import DataFileError, parse_row, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _load_files(cfg: DatasetConfig, source: str | list[str]) -> Dataset:
     paths = [source] if isinstance(source, str) else list(source)
     records = [record for path in paths for record in read_records(path)]
     if not records:
-        raise ValueError(f"no rows in {', '.join(paths)}")
+        raise DataFileError(f"no rows in {', '.join(paths)}: the file is empty (one JSON object per line expected)")
     raw = Dataset.from_dict(
         {
             "raw": [r.text for r in records],
@@ -65,7 +65,10 @@ def _load_files(cfg: DatasetConfig, source: str | list[str]) -> Dataset:
 
 def _adapt(adapter: Any, row: Any, cfg: DatasetConfig, root: str) -> tuple[dict, str]:
     try:
-        return adapter(parse_row(row) if isinstance(row, str) else row, cfg, root), ""
+        out = adapter(parse_row(row) if isinstance(row, str) else row, cfg, root)
+        if cfg.media_root_only and (path := outside_root(out, root)) is not None:
+            raise RowError("outside_media_root", f"media path {path} is outside media_root {root} (media_root_only)")
+        return out, ""
     except RowError as exc:
         return {"prompt": []}, f"{exc.reason}: {exc}"
     except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape no adapter check anticipated
@@ -97,11 +100,19 @@ def image_feature(feature: Any, decode: bool) -> Any:
 
 def _open_hf(source: str, split: str) -> Dataset:
     saved = any(os.path.isfile(os.path.join(source, n)) for n in ("dataset_dict.json", "state.json"))
-    dataset = datasets.load_from_disk(source) if saved else datasets.load_dataset(source, split=split)
+    try:
+        dataset = datasets.load_from_disk(source) if saved else datasets.load_dataset(source, split=split)
+    except Exception as exc:  # datasets raises many kinds; the user needs the source and the first line of why
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise DataFileError(
+            f"cannot open dataset {source!r} (split {split!r}): {type(exc).__name__}: {reason}"
+        ) from exc
     if isinstance(dataset, DatasetDict):
         if split not in dataset:
-            raise ValueError(f"{source} has no split {split!r}; it has {sorted(dataset)}")
+            raise DataFileError(f"{source} has no split {split!r}; it has {sorted(dataset)}")
         dataset = dataset[split]
+    if len(dataset) == 0:
+        raise DataFileError(f"no rows in {source} (split {split!r})")
     return dataset
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from .config import DatasetConfig
 
+_MEDIA = ("image", "video")
+
 PLACEHOLDER = re.compile(r"<(image|video)>")
 
 
@@ -95,6 +97,28 @@ def media_path(value: Any, root: str, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise RowError("wrong_type", f"{what} must be a non-empty path string, got {kind(value)}")
     return os.path.abspath(os.path.join(root, os.path.expanduser(value)))
+
+
+def outside_root(row: dict, root: str) -> str | None:
+    """The first media path of a trainer row that resolves outside `root` (symlinks followed), or None."""
+    base = os.path.realpath(root)
+
+    def paths(value: Any) -> Any:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, list):
+            for v in value:
+                yield from paths(v)
+        elif isinstance(value, dict) and "bytes" not in value:  # embedded image bytes name no file
+            yield from paths(value.get("path", value.get("image", value.get("video"))))
+
+    parts = [p for m in row.get("prompt") or [] if isinstance(m.get("content"), list) for p in m["content"]]
+    values = [row.get(c) for c in ("image", "images", "video", "videos", "mask", "confusable_mask")]
+    values += [p.get(p["type"], p.get("path")) for p in parts if isinstance(p, dict) and p.get("type") in _MEDIA]
+    for path in paths(values):
+        if os.path.commonpath([base, os.path.realpath(path)]) != base:
+            return path
+    return None
 
 
 def media_entries(row: dict, key: str) -> list:

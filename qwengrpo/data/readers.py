@@ -12,7 +12,16 @@ import json
 import os
 from dataclasses import dataclass
 
+from ..errors import InputError
 from .prompts import RowError
+
+
+class DataFileError(InputError, ValueError):
+    """A data file that cannot be read as rows at all (empty, not UTF-8, not JSON); the message names it."""
+
+
+class DataFileMissing(InputError, FileNotFoundError):
+    """A data file that is not there."""
 
 
 @dataclass
@@ -28,7 +37,7 @@ def read_records(path: str | os.PathLike) -> list[RawRecord]:
     """The rows of a JSON array file or a JSONL file (told apart by the first character, not the suffix)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise DataFileMissing(f"data file not found: {path}")
     with open(path, "rb") as f:
         data = f.read()
     if data.startswith(b"\xef\xbb\xbf"):
@@ -43,11 +52,11 @@ def _read_array(data: bytes, path: str) -> list[RawRecord]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x})") from exc
+        raise DataFileError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x})") from exc
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+        raise DataFileError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
     records = []
     for i, item in enumerate(items):
         if isinstance(item, dict):
