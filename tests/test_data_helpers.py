@@ -44,3 +44,30 @@ def conv(text: str, answer: str | None = "A", **fields) -> dict:
     if answer is not None:
         turns.append({"from": "gpt", "value": answer})
     return {"conversations": turns, **fields}
+
+
+def write_audio_only(path: Path) -> Path:
+    """An mp4 with one AAC stream and no video stream."""
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    return path
+
+
+def truncate(source: Path, path: Path, keep: float = 0.5) -> Path:
+    """The first `keep` of `source`'s bytes, as a real interrupted copy would leave it."""
+    data = source.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def write_bomb(path: Path) -> Path:
+    """A 1-bit PNG over Pillow's decompression-bomb limit (2 x MAX_IMAGE_PIXELS): a few KiB on disk."""
+    side = int((2 * Image.MAX_IMAGE_PIXELS) ** 0.5) + 16
+    Image.new("1", (side, side)).save(path)
+    return path

@@ -1,0 +1,172 @@
+"""Bad inputs through `recipes/train.py`: with default settings each fails before step 1 naming its file and line
+(no checkpoint, no model saved); with `on_error: skip` it is recorded in the rejects file and training runs on every
+good row. Real files: truncated, empty, audio-only, zero- and one-frame media, made here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from media_factory import write_image, write_video
+from test_data_helpers import (
+    conv,
+    truncate,
+    write_audio_only,
+    write_bomb,
+    write_empty_video,
+    write_frames,
+    write_jsonl,
+)
+
+from qwengrpo.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("recipes_train", ROOT / "recipes" / "train.py")
+train = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(train)
+
+GOOD = [
+    conv("<image>What colour?", "red", id="a", image="red.png"),
+    conv("<video>Which way?", "right", id="b", video="right.mp4"),
+    conv("<video>Which way?", "right", id="c", video="frames"),
+]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bad media")
+    write_image(root / "red.png")
+    truncate(write_image(root / "photo.jpg", size=(96, 64)), root / "truncated.jpg")
+    good = write_video(root / "right.mp4")
+    (root / "zero bytes.mp4").write_bytes(b"")
+    write_audio_only(root / "audio only.mp4")
+    write_empty_video(root / "zero frames.mp4")
+    write_video(root / "one frame.mp4", n_frames=1, fps=4)
+    truncate(good, root / "truncated.mp4")
+    write_video(root / "long.mp4", n_frames=60, fps=10, size=(224, 224))
+    write_frames(root / "frames", count=6)
+    mixed = write_frames(root / "mixed frames", count=6)
+    write_image(mixed / "frame_4.png", size=(40, 30))  # one frame of another size
+    write_bomb(root / "bomb.png")
+    return root
+
+
+def case(name: str, bad: dict, reason: str, message: str, *sets: str):
+    return pytest.param(bad, reason, message, sets, id=name)
+
+
+MATRIX = [
+    case("truncated JPEG", conv("<image>?", id="x", image="truncated.jpg"), "corrupt_media",
+         r"cannot read image .*truncated\.jpg: (Truncated File Read|image file is truncated)"),
+    case("0-byte mp4", conv("<video>?", id="x", video="zero bytes.mp4"), "corrupt_media",
+         r"cannot read video .*zero bytes\.mp4: "),
+    case("audio-only mp4", conv("<video>?", id="x", video="audio only.mp4"), "corrupt_media",
+         r"cannot read video .*audio only\.mp4: .*cannot find video stream"),
+    case("0-frame mp4", conv("<video>?", id="x", video="zero frames.mp4"), "corrupt_media",
+         r"cannot read video .*zero frames\.mp4: "),
+    case("1-frame mp4", conv("<video>?", id="x", video="one frame.mp4"), "too_few_frames",
+         r"video .*one frame\.mp4 has 1 frame\(s\) at 4\.0 fps; at least 2 frames are needed"),
+    case("truncated mp4", conv("<video>?", id="x", video="truncated.mp4"), "corrupt_media",
+         r"cannot read video .*truncated\.mp4: "),
+    case("frame folder of mixed sizes", conv("<video>?", id="x", video="mixed frames"), "corrupt_media",
+         r"frames of .*mixed frames differ in size: \[\(32, 32\), \(40, 30\)\]"),
+    case("video prompt over max_prompt_tokens", conv("<video>?", id="x", video="long.mp4"), "over_budget",
+         r"prompt is \d+ tokens \(\d+ vision \+ \d+ text\), over max_prompt_tokens=60", "max_prompt_tokens=60",
+         "video_max_pixels=50176", "video_max_frames=8"),
+    case("null answer", conv("<image>?", None, id="x", image="red.png"), "missing_answer",
+         r"answer column 'solution' is missing or empty \(needed by answer_accuracy_exact\)"),
+    case("duplicate id", conv("<image>?", "red", id="a", image="red.png"), "duplicate_id",
+         r"id 'a' repeats the id of row 0", "duplicate_ids=error"),
+    case("decompression bomb", conv("<image>?", id="x", image="bomb.png"), "too_large",
+         r"cannot read image .*bomb\.png: .*decompression bomb"),
+    case("media outside media_root", conv("<image>?", id="x", image="../outside.png"), "outside_media_root",
+         r"media path .*outside\.png is outside media_root .* \(media_root_only\)", "dataset.media_root_only=true"),
+]  # fmt: skip
+
+
+def write_recipe(tmp_path: Path, model: Path, media: Path, rows: list[dict]) -> tuple[Path, Path]:
+    data = write_jsonl(tmp_path / "train 数据.jsonl", rows)
+    recipe = {
+        "model_name_or_path": str(model),
+        "dataset": {"format": "conversations", "train": str(data), "media_root": str(media)},
+        "rewards": [{"name": "answer_accuracy", "mode": "exact"}],
+        "output_dir": str(tmp_path / "out"), "use_cpu": True, "bf16": False, "report_to": [], "seed": 0,
+        "max_steps": 3, "per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 4,
+        "save_strategy": "steps", "save_steps": 1, "max_pixels": 3136, "video_max_pixels": 1568, "video_max_frames": 4,
+    }  # fmt: skip
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(recipe, allow_unicode=True))
+    return path, data
+
+
+def run(recipe: Path, *sets: str):
+    return train.main(["--config", str(recipe), *[a for s in sets for a in ("--set", s)]])
+
+
+@pytest.mark.parametrize(("bad", "reason", "message", "sets"), MATRIX)
+def test_bad_input_stops_before_step_one(bad, reason, message, sets, tiny_models, media, tmp_path):
+    recipe, data = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, [*GOOD, bad])
+    with pytest.raises(InputError, match=rf"^row 3 \({re.escape(str(data))}:4\): {message}") as info:
+        run(recipe, *sets)
+    assert info.value.reason == reason and "\n" not in str(info.value)
+    assert not list((tmp_path / "out").glob("checkpoint-*")) and not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(("bad", "reason", "message", "sets"), MATRIX)
+def test_bad_input_is_skipped_and_recorded(bad, reason, message, sets, tiny_models, media, tmp_path):
+    recipe, data = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, [*GOOD, bad])
+    trainer = run(recipe, *sets, "on_error=skip")
+    (record,) = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert (record["file"], record["line"], record["reason"]) == (str(data), 4, reason)
+    # Nothing good is lost: every good row is trained on, in its file order.
+    assert [s["line"] for s in trainer.train_dataset["_source"]] == [1, 2, 3]
+    assert trainer.state.global_step == 3 and (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_no_row_left_exits_non_zero_without_saving_a_model(tiny_models, media, tmp_path):
+    """Every row rejected: `recipes/train.py` exits 1 with one line naming the cause, and saves no model."""
+    import subprocess
+    import sys
+
+    recipe, _ = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, [conv("<image>?", id="x", image="gone.png")])
+    cmd = [sys.executable, str(ROOT / "recipes" / "train.py"), "--config", str(recipe), "--set", "on_error=skip"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "train: no row is left to train on: all 1 rows were rejected (missing_media: 1)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\n  \n"], ids=["missing", "empty", "blank"])
+def test_unreadable_data_file_is_one_line(content, tiny_models, media, tmp_path):
+    recipe, data = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, GOOD)
+    if content is None:
+        data.unlink()
+    else:
+        data.write_bytes(content)
+    expected = "data file not found: " if content is None else "no rows in "
+    with pytest.raises(InputError, match=f"^{expected}{data}"):
+        run(recipe)
+
+
+def test_media_root_only_refuses_every_way_out(tiny_models, media, tmp_path):
+    """`../`, absolute paths, `~` and a symlink that leads out are refused; a path inside is kept."""
+    outside = write_image(media.parent / "outside.png")
+    inside = media / "link inside.png"
+    if not inside.exists():
+        inside.symlink_to(outside)
+    ways_out = ("../outside.png", str(outside), "~/outside.png", "link inside.png")
+    rows = [*GOOD, *(conv("<image>?", id=f"out {k}", image=path) for k, path in enumerate(ways_out))]
+    recipe, _ = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, rows)
+    trainer = run(recipe, "dataset.media_root_only=true", "on_error=skip", "max_steps=1")
+    records = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"]) for r in records] == [(line, "outside_media_root") for line in (4, 5, 6, 7)]
+    assert len(trainer.train_dataset) == 3
+    shutil.rmtree(tmp_path / "out")
+    trainer = run(recipe, "on_error=skip", "max_steps=1")  # off by default: the same rows all train
+    assert len(trainer.train_dataset) == len(rows) - 1  # ~/outside.png is not there
