@@ -19,7 +19,7 @@ from datasets import Dataset
 
 from ..media import MediaError, MediaResolver, RowMedia
 from .checks import reason_of, strip_row
-from .preflight import TRAINING_STAGE, training_rejects
+from .preflight import TRAINING_STAGE, source_key, training_rejects
 from .readers import location
 
 logger = logging.getLogger(__name__)
@@ -30,9 +30,7 @@ _MAX_TRIES = 64  # replacement candidates tried before giving up on a batch
 def row_key(row: dict) -> str:
     """A row's identity across batches, ranks and runs: where it came from (`_source`), else its content."""
     source = row.get("_source")
-    if source:
-        return json.dumps(source, sort_keys=True, default=str)
-    return json.dumps(row, sort_keys=True, default=str)
+    return source_key(source) if source else json.dumps(row, sort_keys=True, default=str)
 
 
 def row_name(row: dict) -> str:
@@ -44,7 +42,7 @@ class RowGuard:
 
     def __init__(self, dataset: Dataset | None, on_error: str, rejects: str | None) -> None:
         self.dataset, self.on_error, self.rejects = dataset, on_error, rejects
-        self.bad: dict[str, str] = {row_key(r): r.get("message", "") for r in training_rejects(rejects)}
+        self.bad: dict[str, str] = {source_key(r): r.get("message", "") for r in training_rejects(rejects)}
 
     def resolve(self, resolver: MediaResolver, rows: list[dict], step: int = 0) -> tuple[list[dict], list[RowMedia]]:
         if self.on_error == "skip" and self.bad and any(row_key(r) in self.bad for r in rows):
@@ -58,17 +56,17 @@ class RowGuard:
         return rows, resolver.resolve(rows)
 
     def _error(self, resolver: MediaResolver, row: dict) -> str | None:
-        """Why `row` cannot be resolved (its file and line first), or None."""
+        """Why `row` cannot be resolved, or None."""
         try:
             resolver.resolve([row])
         except MediaError as exc:
-            return f"{row_name(row)}: {strip_row(str(exc))}"
+            return strip_row(str(exc))
         return None
 
     def _raise_first(self, resolver: MediaResolver, rows: list[dict]) -> None:
         for row in rows:
             if (error := self._error(resolver, row)) is not None:
-                raise MediaError(f"{error} (on_error: skip would skip and record such rows)")
+                raise MediaError(f"{row_name(row)}: {error} (on_error: skip would skip and record such rows)")
         resolver.resolve(rows)  # only the batch as a whole fails: let it say why
 
     def _replaced(self, resolver: MediaResolver, rows: list[dict], step: int) -> list[dict]:
@@ -90,10 +88,10 @@ class RowGuard:
         error = self._error(resolver, row)
         if error is None:
             return True
-        self.bad[key] = error
+        self.bad[key] = message = f"{row_name(row)}: {error}"
         if self.rejects is not None:
-            record = {**(row.get("_source") or {}), "id": row.get("id"), "reason": reason_of(strip_row(error))}
-            record.update(message=error, stage=TRAINING_STAGE, step=step)
+            record = {**(row.get("_source") or {}), "id": row.get("id"), "reason": reason_of(error)}
+            record.update(message=message, stage=TRAINING_STAGE, step=step)
             with open(self.rejects, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         return False

@@ -6,6 +6,9 @@ rejected), duplicate ids, every medium decoded or probed, and prompt lengths cou
 template arguments. Ranks that checked on their own could disagree (a flaky read, a probe timeout on one of
 them) and train on different datasets; here the main process decides and broadcasts the kept row indices.
 Kept rows carry `_source` (file, line, index in the given dataset) so that any later error names the row.
+Rows that failed while training in an earlier run in this output dir (`stage: training` in the rejects file)
+are kept unread, for `RowGuard` to replace as it did then: a resumed run sees the same dataset and order.
+Delete those lines from the rejects file to have such rows checked (and trained on) again.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ def rejects_path(args: Any, split: str = "train") -> str | None:
     return split_rejects_path(args.rejects_path or os.path.join(args.output_dir, "rejects.jsonl"), split)
 
 
+def source_key(source: dict) -> str:
+    """A row's identity across batches, ranks and runs: its file, line and index in the given dataset."""
+    return json.dumps({k: source.get(k) for k in ("file", "line", "item")}, sort_keys=True)
+
+
 def training_rejects(path: str | None) -> list[dict]:
     """Rows an earlier run in this output dir rejected while training (`RowGuard`), from the rejects file."""
     if path is None or not os.path.isfile(path):
@@ -56,6 +64,8 @@ def preflight(
 ) -> Dataset:
     """`dataset`'s rows that pass `args.validate_data` checks (all of them when it is "off"), with `_source`."""
     state = PartialState()
+    if "_source" not in dataset.column_names:  # an in-memory dataset: rows are named by their index
+        dataset = dataset.add_column("_source", [{"file": None, "line": None, "item": i} for i in range(len(dataset))])
     outcome: dict[str, Any] = {"kept": list(range(len(dataset)))}
     if args.validate_data != "off" and state.is_main_process:
         outcome = _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split)
@@ -65,8 +75,6 @@ def preflight(
     if "error" in outcome:
         raise ValidationError(outcome["error"], row=None, file=None, reason=outcome["reason"])
     kept = outcome["kept"]
-    if "_source" not in dataset.column_names:  # an in-memory dataset: rows are named by their index
-        dataset = dataset.add_column("_source", [{"file": None, "line": None, "item": i} for i in range(len(dataset))])
     dataset = dataset if len(kept) == len(dataset) else dataset.select(kept)
     return dataset.remove_columns("_error") if "_error" in dataset.column_names else dataset
 
@@ -74,9 +82,14 @@ def preflight(
 def _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split) -> dict[str, Any]:
     rejects = rejects_path(args, split)
     carried = training_rejects(rejects)
+    known = {source_key(r) for r in carried}
+    unread = [i for i, s in enumerate(dataset["_source"][:]) if source_key(s) in known] if known else []
+    skipped = set(unread)
+    checked = [i for i in range(len(dataset)) if i not in skipped]
     try:
         _, report = validate_dataset(
-            dataset, processor, MediaBudget.from_args(args), reward_funcs=reward_funcs,
+            dataset.select(checked) if unread else dataset, processor, MediaBudget.from_args(args),
+            reward_funcs=reward_funcs,
             max_prompt_tokens=args.max_prompt_tokens, decode=args.validate_data == "decode",
             on_error=args.on_error, rejects=rejects, duplicate_ids=args.duplicate_ids,
             chat_template_kwargs=chat_template_kwargs, name=split,
@@ -88,4 +101,4 @@ def _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split) 
             f.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in carried)
     if report.n_rejected:
         logger.warning("%s", report.render())
-    return {"kept": report.kept_rows}
+    return {"kept": sorted([checked[i] for i in report.kept_rows] + unread)}

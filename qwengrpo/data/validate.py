@@ -129,7 +129,8 @@ def validate_dataset(
                 continue
             reason, message = check.problem
             source = sources[check.index] if sources else None
-            text = f"row {check.index}{f' ({location(source)})' if source else ''}: {strip_row(message)}"
+            where = f" ({location(source)})" if source and source.get("file") else ""
+            text = f"row {check.index}{where}: {strip_row(message)}"
             report.rejected[reason] += 1
             if out is not None:
                 record = {"row": check.index, **(source or {}), "id": ids[check.index] if ids else None}
