@@ -30,7 +30,8 @@ def picky_reward(completions, solution, **kwargs):
 
 
 def rows(media_dir):
-    return [{**row, "solution": colour} for row, colour in zip(rows_for("image", media_dir), ("red", "blue") * 2)]
+    colours = ("red", "blue") * 2
+    return [{**row, "solution": colour} for row, colour in zip(rows_for("image", media_dir), colours, strict=True)]
 
 
 @pytest.mark.parametrize("patience", [1, 2])
@@ -52,7 +53,8 @@ def test_none_is_no_score_not_an_error(tiny_models, media_dir, tmp_path):
 
 def test_non_numeric_reward_names_the_reward_and_row(tiny_models, media_dir, tmp_path):
     trainer = make_trainer(tiny_models["qwen2_vl"], rows(media_dir), tmp_path, [word_reward], max_steps=1)
-    with pytest.raises(RewardError, match=r"^reward 'word_reward' returned 'good' \(str\) for row \d; a reward returns a number or None"):
+    expected = r"^reward 'word_reward' returned 'good' \(str\) for row \d; a reward returns a number or None"
+    with pytest.raises(RewardError, match=expected):
         trainer.train()
 
 
