@@ -1,0 +1,55 @@
+"""A short GRPO run that saves every step, run by `tests/test_checkpoint.py` as a child process so that it can be
+killed mid-save or run out of disk for real. `--kill-at-save N` SIGKILLs this process while `checkpoint-N` is being
+written: after its weights and optimizer, right before its trainer state (the file Trainer writes last)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import TrainerState
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import length_reward, rows_for  # noqa: E402
+
+from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer  # noqa: E402
+from qwengrpo.errors import InputError  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--media", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--max-steps", type=int, default=3)
+    parser.add_argument("--kill-at-save", type=int)
+    cli = parser.parse_args()
+    if cli.kill_at_save is not None:
+        save = TrainerState.save_to_json
+
+        def save_or_die(state, path):
+            if f"checkpoint-{cli.kill_at_save}" in str(path):
+                os.kill(os.getpid(), signal.SIGKILL)
+            save(state, path)
+
+        TrainerState.save_to_json = save_or_die
+    args = QwenGRPOConfig(
+        output_dir=cli.out, max_steps=cli.max_steps, save_strategy="steps", save_steps=1, per_device_train_batch_size=2,
+        num_generations=2, max_completion_length=4, report_to="none", use_cpu=True, bf16=False, max_pixels=3136,
+        seed=0,
+    )  # fmt: skip
+    rows = Dataset.from_list(rows_for("image", Path(cli.media)))
+    trainer = QwenGRPOTrainer(cli.model, length_reward, args=args, train_dataset=rows)
+    try:
+        trainer.train()
+    except InputError as exc:  # as recipes/train.py reports it: one line
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
