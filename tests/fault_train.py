@@ -14,10 +14,10 @@ from datasets import Dataset
 from transformers import TrainerState
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import length_reward, rows_for  # noqa: E402
+from helpers import length_reward, rows_for
 
-from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer  # noqa: E402
-from qwengrpo.errors import InputError  # noqa: E402
+from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer
+from qwengrpo.errors import InputError
 
 
 def main() -> None:
@@ -38,9 +38,9 @@ def main() -> None:
 
         TrainerState.save_to_json = save_or_die
     args = QwenGRPOConfig(
-        output_dir=cli.out, max_steps=cli.max_steps, save_strategy="steps", save_steps=1, per_device_train_batch_size=2,
-        num_generations=2, max_completion_length=4, report_to="none", use_cpu=True, bf16=False, max_pixels=3136,
-        seed=0,
+        output_dir=cli.out, max_steps=cli.max_steps, save_strategy="steps", save_steps=1, seed=0,
+        per_device_train_batch_size=2, num_generations=2, max_completion_length=4, report_to="none", use_cpu=True,
+        bf16=False, max_pixels=3136,
     )  # fmt: skip
     rows = Dataset.from_list(rows_for("image", Path(cli.media)))
     trainer = QwenGRPOTrainer(cli.model, length_reward, args=args, train_dataset=rows)

@@ -64,7 +64,8 @@ def test_an_incomplete_checkpoint_is_skipped_or_refused_by_name(tiny_models, med
 def _can_mount_tmpfs(tmp_path: Path) -> bool:
     target = tmp_path / "probe"
     target.mkdir()
-    cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs '{target}'"]
+    mount = f"mount -t tmpfs -o size=1m tmpfs '{target}'"
+    cmd = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount]
     try:
         return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):

@@ -147,7 +147,8 @@ def _save_failure(exc: Exception, staging: str, name: str, run_dir: str) -> Exce
     error = DiskFullError(
         f"disk full while saving {name} under {os.path.abspath(run_dir)}: {_mib(usage.free)} free of "
         f"{_mib(usage.total)}; the partial {name} was removed ({_mib(shutil.disk_usage(run_dir).free)} free now), "
-        f"the newest complete checkpoint is {newest or 'none'}; free space or lower save_total_limit"
+        f"{f'the newest complete checkpoint is {newest}' if newest else 'no checkpoint is complete yet'}; free space "
+        "or lower save_total_limit"
     )
     error.errno = errno.ENOSPC
     return error
