@@ -170,3 +170,66 @@ def test_media_root_only_refuses_every_way_out(tiny_models, media, tmp_path):
     shutil.rmtree(tmp_path / "out")
     trainer = run(recipe, "on_error=skip", "max_steps=1")  # off by default: the same rows all train
     assert len(trainer.train_dataset) == len(rows) - 1  # ~/outside.png is not there
+
+
+@pytest.mark.slow
+def test_ranks_train_on_the_rows_the_main_process_kept(tiny_models, media, tmp_path):
+    """Two real ranks: an image only rank 0 can read must not leave the ranks with different datasets."""
+    import os
+    import subprocess
+    import sys
+
+    elsewhere = tmp_path / "rank 1 cwd"
+    elsewhere.mkdir()
+    for name in ("red.png", "blue.png"):
+        write_image(elsewhere / name)
+    write_image(media / "blue.png", "blue")
+    write_image(media / "only on rank 0.png", "green")
+    out = tmp_path / "out"
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
+           str(ROOT / "recipes" / "accelerate" / "ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+           "--main_process_port", "0", str(ROOT / "tests" / "rank_preflight.py"), "--model",
+           str(tiny_models["qwen2_5_vl"]), "--media", str(media), "--elsewhere", str(elsewhere), "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    kept = [json.loads((out / f"kept-rank{r}.json").read_text()) for r in (0, 1)]
+    assert kept[0] == kept[1] == [["red.png"], ["blue.png"], ["only on rank 0.png"], ["red.png"]]
+
+
+def test_token_counts_use_trainings_chat_template_arguments(tiny_models, media_dir, tmp_path):
+    """A chat template argument that lengthens every prompt (here a preamble) is counted before step 1."""
+    from datasets import Dataset
+    from helpers import length_reward, rows_for
+    from transformers import AutoProcessor
+
+    from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer
+    from qwengrpo.data import validate_dataset
+
+    processor = AutoProcessor.from_pretrained(tiny_models["qwen2_5_vl"], padding_side="left")
+    processor.chat_template = "{% if preamble %}" + "preamble " * 40 + "{% endif %}" + processor.chat_template
+    dataset = Dataset.from_list(rows_for("image", media_dir))
+    _, report = validate_dataset(dataset, processor, decode=False)
+    fits_without = report.longest_prompt + 10  # and not with the preamble's 40 more tokens
+    args = QwenGRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", num_generations=2,
+        per_device_train_batch_size=2, max_prompt_tokens=fits_without, chat_template_kwargs={"preamble": True},
+    )  # fmt: skip
+    with pytest.raises(InputError, match=rf"over max_prompt_tokens={fits_without}"):
+        QwenGRPOTrainer(str(tiny_models["qwen2_5_vl"]), length_reward, args=args, train_dataset=dataset,
+                        processing_class=processor)  # fmt: skip
+
+
+def test_rows_never_name_a_python_object_to_import(tiny_models, media, tmp_path, monkeypatch):
+    """Dotted paths in every field a row has (answer, id, extra columns) are data: nothing is imported."""
+    import sys
+
+    marker = tmp_path / "imported"
+    (tmp_path / "row_payload.py").write_text(f"open({str(marker)!r}, 'w').close()\n\ndef run(*a, **k):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    dotted = "row_payload.run"
+    row = conv(f"<image>{dotted}", dotted, id=dotted, image="red.png", reward=dotted, name=dotted, policy=dotted)
+    recipe, _ = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, [*GOOD, row])
+    trainer = run(recipe, "max_steps=2")
+    assert trainer.state.global_step == 2 and len(trainer.train_dataset) == 4
+    assert not marker.exists() and "row_payload" not in sys.modules
