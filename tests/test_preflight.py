@@ -186,10 +186,12 @@ def test_ranks_train_on_the_rows_the_main_process_kept(tiny_models, media, tmp_p
     write_image(media / "blue.png", "blue")
     write_image(media / "only on rank 0.png", "green")
     out = tmp_path / "out"
-    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
-           str(ROOT / "recipes" / "accelerate" / "ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
-           "--main_process_port", "0", str(ROOT / "tests" / "rank_preflight.py"), "--model",
-           str(tiny_models["qwen2_5_vl"]), "--media", str(media), "--elsewhere", str(elsewhere), "--out", str(out)]  # fmt: skip
+    cmd = [
+        str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
+        str(ROOT / "recipes" / "accelerate" / "ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+        "--main_process_port", "0", str(ROOT / "tests" / "rank_preflight.py"), "--model",
+        str(tiny_models["qwen2_5_vl"]), "--media", str(media), "--elsewhere", str(elsewhere), "--out", str(out),
+    ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
