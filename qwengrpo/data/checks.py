@@ -121,11 +121,18 @@ class RowChecker:
             check = Check(plan.index, None, known if exact else None, images=len(images), videos=len(videos))
             checks.append(check)
             pending.append((check, self.resolver.prompt_text(plan.prompt, images, videos), known))
-        if pending:
-            ids = self.processor.tokenizer([text for _, text, _ in pending], add_special_tokens=False)["input_ids"]
-            for (check, _, known), row_ids in zip(pending, ids, strict=True):
-                self._check_length(check, len(row_ids), known)
+        for (check, _, known), n_ids in zip(pending, self._lengths([text for _, text, _ in pending]), strict=True):
+            self._check_length(check, n_ids, known)
         return checks
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        """Token counts of `texts` as the resolver tokenizes them (no special tokens added)."""
+        if not texts:
+            return []
+        tokenizer = self.processor.tokenizer
+        if tokenizer.is_fast:  # the same Rust tokenizer, without building Python lists of every id
+            return [len(e) for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def _part(self, ref: MediaRef) -> tuple[int | None, str]:
         """(vision tokens, placeholder replacement) of one medium; (None, bare token) when not known."""

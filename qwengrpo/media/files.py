@@ -52,7 +52,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size, (255, 255, 255))  # as qwen-vl-utils: composite on white
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def open_image(source: str | bytes | Image.Image, label: str) -> Image.Image:
