@@ -32,6 +32,7 @@ from qwengrpo.media.workers import default_workers
 from qwengrpo.tiny import build_tiny_model
 
 CLIPS = 200
+QUESTIONS = ("图中的接地线安装是否合格？", "What happens next in the clip?", "数一数有几个挡风板。")
 TARGET = 200.0  # image rows per second on 2 cores, cold cache
 
 
@@ -62,8 +63,9 @@ def write_rows(root: Path, n: int) -> tuple[Path, Path]:
         write_clip(media / f"clip {k}.mp4", k)
     rows, images = [], []
     for i in range(n):
-        question = pick.choice(["图中的接地线安装是否合格？", "What happens next in the clip?", "数一数有几个挡风板。"])
-        turns = [{"from": "human", "value": question}, {"from": "gpt", "value": f"<answer>{pick.choice('ABCD')}</answer>"}]
+        question = pick.choice(QUESTIONS)
+        answer = f"<answer>{pick.choice('ABCD')}</answer>"
+        turns = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
         row, kind, missing = {"id": i, "conversations": turns}, pick.random(), pick.random() < 0.01
         if kind < 0.7:
             name = "missing.jpg" if missing else f"img {i}.jpg"
