@@ -8,11 +8,15 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from media_factory import write_image, write_video
+from PIL import Image
 from test_data_helpers import (
     conv,
     truncate,
@@ -26,6 +30,7 @@ from test_data_helpers import (
 from qwengrpo.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAIN = [sys.executable, str(ROOT / "recipes" / "train.py")]
 _spec = importlib.util.spec_from_file_location("recipes_train", ROOT / "recipes" / "train.py")
 train = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(train)
@@ -41,7 +46,9 @@ GOOD = [
 def media(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bad media")
     write_image(root / "red.png")
-    truncate(write_image(root / "photo.jpg", size=(96, 64)), root / "truncated.jpg")
+    noise = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "photo.jpg")
+    truncate(root / "photo.jpg", root / "truncated.jpg", keep=0.7)  # the header is whole, the pixels are not
     good = write_video(root / "right.mp4")
     (root / "zero bytes.mp4").write_bytes(b"")
     write_audio_only(root / "audio only.mp4")
@@ -130,11 +137,8 @@ def test_bad_input_is_skipped_and_recorded(bad, reason, message, sets, tiny_mode
 
 def test_no_row_left_exits_non_zero_without_saving_a_model(tiny_models, media, tmp_path):
     """Every row rejected: `recipes/train.py` exits 1 with one line naming the cause, and saves no model."""
-    import subprocess
-    import sys
-
     recipe, _ = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, [conv("<image>?", id="x", image="gone.png")])
-    cmd = [sys.executable, str(ROOT / "recipes" / "train.py"), "--config", str(recipe), "--set", "on_error=skip"]
+    cmd = [*TRAIN, "--config", str(recipe), "--set", "on_error=skip"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "train: no row is left to train on: all 1 rows were rejected (missing_media: 1)" in proc.stderr
@@ -150,8 +154,12 @@ def test_unreadable_data_file_is_one_line(content, tiny_models, media, tmp_path)
     else:
         data.write_bytes(content)
     expected = "data file not found: " if content is None else "no rows in "
-    with pytest.raises(InputError, match=f"^{expected}{data}"):
+    with pytest.raises(InputError, match=f"^{expected}{re.escape(str(data))}"):
         run(recipe)
+    if content is None:  # and the command prints it as one line, without a traceback
+        proc = subprocess.run([*TRAIN, "--config", str(recipe)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 1 and f"data file not found: {data}" in proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 def test_media_root_only_refuses_every_way_out(tiny_models, media, tmp_path):
@@ -176,8 +184,6 @@ def test_media_root_only_refuses_every_way_out(tiny_models, media, tmp_path):
 def test_ranks_train_on_the_rows_the_main_process_kept(tiny_models, media, tmp_path):
     """Two real ranks: an image only rank 0 can read must not leave the ranks with different datasets."""
     import os
-    import subprocess
-    import sys
 
     elsewhere = tmp_path / "rank 1 cwd"
     elsewhere.mkdir()
@@ -224,8 +230,6 @@ def test_token_counts_use_trainings_chat_template_arguments(tiny_models, media_d
 
 def test_rows_never_name_a_python_object_to_import(tiny_models, media, tmp_path, monkeypatch):
     """Dotted paths in every field a row has (answer, id, extra columns) are data: nothing is imported."""
-    import sys
-
     marker = tmp_path / "imported"
     (tmp_path / "row_payload.py").write_text(f"open({str(marker)!r}, 'w').close()\n\ndef run(*a, **k):\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
