@@ -67,31 +67,39 @@ def case(name: str, bad: dict, reason: str, message: str, *sets: str):
     return pytest.param(bad, reason, message, sets, id=name)
 
 
+def img(name: str) -> dict:
+    return conv("<image>?", id="x", image=name)
+
+
+def vid(name: str) -> dict:
+    return conv("<video>?", id="x", video=name)
+
+
 MATRIX = [
-    case("truncated JPEG", conv("<image>?", id="x", image="truncated.jpg"), "corrupt_media",
+    case("truncated JPEG", img("truncated.jpg"), "corrupt_media",
          r"cannot read image .*truncated\.jpg: (Truncated File Read|image file is truncated)"),
-    case("0-byte mp4", conv("<video>?", id="x", video="zero bytes.mp4"), "corrupt_media",
+    case("0-byte mp4", vid("zero bytes.mp4"), "corrupt_media",
          r"cannot read video .*zero bytes\.mp4: "),
-    case("audio-only mp4", conv("<video>?", id="x", video="audio only.mp4"), "corrupt_media",
+    case("audio-only mp4", vid("audio only.mp4"), "corrupt_media",
          r"cannot read video .*audio only\.mp4: .*cannot find video stream"),
-    case("0-frame mp4", conv("<video>?", id="x", video="zero frames.mp4"), "corrupt_media",
+    case("0-frame mp4", vid("zero frames.mp4"), "corrupt_media",
          r"cannot read video .*zero frames\.mp4: "),
-    case("1-frame mp4", conv("<video>?", id="x", video="one frame.mp4"), "too_few_frames",
+    case("1-frame mp4", vid("one frame.mp4"), "too_few_frames",
          r"video .*one frame\.mp4 has 1 frame\(s\) at 4\.0 fps; at least 2 frames are needed"),
-    case("truncated mp4", conv("<video>?", id="x", video="truncated.mp4"), "corrupt_media",
+    case("truncated mp4", vid("truncated.mp4"), "corrupt_media",
          r"cannot read video .*truncated\.mp4: "),
-    case("frame folder of mixed sizes", conv("<video>?", id="x", video="mixed frames"), "corrupt_media",
+    case("frame folder of mixed sizes", vid("mixed frames"), "corrupt_media",
          r"frames of .*mixed frames differ in size: \[\(32, 32\), \(40, 30\)\]"),
-    case("video prompt over max_prompt_tokens", conv("<video>?", id="x", video="long.mp4"), "over_budget",
+    case("video prompt over max_prompt_tokens", vid("long.mp4"), "over_budget",
          r"prompt is \d+ tokens \(\d+ vision \+ \d+ text\), over max_prompt_tokens=60", "max_prompt_tokens=60",
          "video_max_pixels=50176", "video_max_frames=8"),
     case("null answer", conv("<image>?", None, id="x", image="red.png"), "missing_answer",
          r"answer column 'solution' is missing or empty \(needed by answer_accuracy_exact\)"),
     case("duplicate id", conv("<image>?", "red", id="a", image="red.png"), "duplicate_id",
          r"id 'a' repeats the id of row 0", "duplicate_ids=error"),
-    case("decompression bomb", conv("<image>?", id="x", image="bomb.png"), "too_large",
+    case("decompression bomb", img("bomb.png"), "too_large",
          r"cannot read image .*bomb\.png: .*decompression bomb"),
-    case("media outside media_root", conv("<image>?", id="x", image="../outside.png"), "outside_media_root",
+    case("media outside media_root", img("../outside.png"), "outside_media_root",
          r"media path .*outside\.png is outside media_root .* \(media_root_only\)", "dataset.media_root_only=true"),
 ]  # fmt: skip
 
@@ -137,7 +145,7 @@ def test_bad_input_is_skipped_and_recorded(bad, reason, message, sets, tiny_mode
 
 def test_no_row_left_exits_non_zero_without_saving_a_model(tiny_models, media, tmp_path):
     """Every row rejected: `recipes/train.py` exits 1 with one line naming the cause, and saves no model."""
-    recipe, _ = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, [conv("<image>?", id="x", image="gone.png")])
+    recipe, _ = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, [img("gone.png")])
     cmd = [*TRAIN, "--config", str(recipe), "--set", "on_error=skip"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
