@@ -25,6 +25,7 @@ from datasets import Dataset
 
 from ..errors import InputError
 from ..media import MediaBudget
+from .checks import PromptLimit
 from .validate import ValidationError, split_rejects_path, validate_dataset
 
 logger = logging.getLogger(__name__)
@@ -61,14 +62,21 @@ def preflight(
     *,
     chat_template_kwargs: dict | None = None,
     split: str = "train",
+    limits: Sequence[PromptLimit] = (),
 ) -> Dataset:
-    """`dataset`'s rows that pass `args.validate_data` checks (all of them when it is "off"), with `_source`."""
+    """`dataset`'s rows that pass `args.validate_data` checks (all of them when it is "off"), with `_source`.
+
+    The prompt-token limit is `args.max_prompt_tokens` and any `limits` (e.g. what a vLLM engine's `max_model_len`
+    leaves after the completion), the tightest applying and named in the error.
+    """
     state = PartialState()
     if "_source" not in dataset.column_names:  # an in-memory dataset: rows are named by their index
         dataset = dataset.add_column("_source", [{"file": None, "line": None, "item": i} for i in range(len(dataset))])
     outcome: dict[str, Any] = {"kept": list(range(len(dataset)))}
     if args.validate_data != "off" and state.is_main_process:
-        outcome = _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split)
+        if args.max_prompt_tokens is not None:
+            limits = [PromptLimit(args.max_prompt_tokens), *limits]
+        outcome = _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split, limits)
     if state.num_processes > 1:
         # The other ranks wait here for the main process's verdict (within `ddp_timeout`).
         (outcome,) = broadcast_object_list([outcome])
@@ -79,7 +87,7 @@ def preflight(
     return dataset.remove_columns("_error") if "_error" in dataset.column_names else dataset
 
 
-def _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split) -> dict[str, Any]:
+def _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split, limits) -> dict[str, Any]:
     rejects = rejects_path(args, split)
     carried = training_rejects(rejects)
     known = {source_key(r) for r in carried}
@@ -90,7 +98,7 @@ def _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split) 
         _, report = validate_dataset(
             dataset.select(checked) if unread else dataset, processor, MediaBudget.from_args(args),
             reward_funcs=reward_funcs,
-            max_prompt_tokens=args.max_prompt_tokens, decode=args.validate_data == "decode",
+            max_prompt_tokens=list(limits) or None, decode=args.validate_data == "decode",
             on_error=args.on_error, rejects=rejects, duplicate_ids=args.duplicate_ids,
             chat_template_kwargs=chat_template_kwargs, name=split,
         )  # fmt: skip
