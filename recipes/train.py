@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> QwenGRPOTrainer | None:
         return None
 
     args = recipe.args
+    # The dataset section's check settings are the trainer's too (until the recipe schema declares them once).
+    for key, field in (("on_error", "on_error"), ("rejects", "rejects_path"), ("duplicate_ids", "duplicate_ids")):
+        if key in recipe.dataset and field not in recipe.raw:
+            setattr(args, field, recipe.dataset[key])
     default_wandb_offline(args)
     model = resolve_model(recipe.model, args.output_dir)
     train_dataset, eval_dataset = build_datasets(recipe.dataset, args)
