@@ -46,8 +46,14 @@ class CheckedReward:
         self.columns = getattr(func, "columns", ())
         self.last_counts = (0, 0)
 
-    def __call__(self, **kwargs: Any) -> list[float | None]:
-        completions = kwargs["completions"]
+    def __getattr__(self, name: str) -> Any:
+        """The wrapped reward's own attributes (`checkpoint`, `mode`, ...), so the wrapper is transparent."""
+        if name == "func" or name.startswith("__"):  # not set yet (unpickling) or a protocol lookup
+            raise AttributeError(name)
+        return getattr(self.func, name)
+
+    def __call__(self, completions: list, **kwargs: Any) -> list[float | None]:
+        kwargs["completions"] = completions
         try:
             values = list(self.func(**kwargs))
         except Exception as exc:
