@@ -10,6 +10,7 @@ from .families import (
     vision_tower,
 )
 from .freeze import apply_freezing, apply_last_k_lora, trainable_parameter_names
+from .suppress import suppress_in_head, vision_token_ids
 from .sync import dummy_vision_forward, sync_vision_calls, vision_calls_skipped
 
 __all__ = [
@@ -22,8 +23,10 @@ __all__ = [
     "language_model",
     "load_full_weights",
     "mm_token_type_ids",
+    "suppress_in_head",
     "sync_vision_calls",
     "trainable_parameter_names",
     "vision_calls_skipped",
+    "vision_token_ids",
     "vision_tower",
 ]
