@@ -20,6 +20,7 @@ from .config import QwenGRPOConfig
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, VisionCache, strip_media_columns
 from .media.resolver import media_model_inputs
 from .models import (
+    DeferredEncoding,
     apply_freezing,
     apply_last_k_lora,
     dummy_vision_forward,
@@ -370,6 +371,8 @@ class QwenGRPOTrainer(GRPOTrainer):
             labels[:, :-logits_to_keep] = -100
             with self.accelerator.autocast(), self._stand_ins_off(model):
                 outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+            if isinstance(deferred := model_inputs.get("mm_encoder_outputs"), DeferredEncoding):
+                self.vision_patches += deferred.vision.patches  # a fresh cache, encoded in that forward
             logps.append(outputs.log_probs[:, -logits_to_keep:])
             if compute_entropy:
                 entropies.append(outputs.entropy[:, -logits_to_keep:])
@@ -382,8 +385,8 @@ class QwenGRPOTrainer(GRPOTrainer):
         )
 
     def _media_inputs(self, model, rows: list[RowMedia], device) -> dict[str, Any]:
-        """One forward's media: pixel tensors, or encoder outputs encoded right before it (once per distinct
-        medium, one tower call per kind, as rank-synchronised tower calls need) or reused from generation."""
+        """One forward's media: pixel tensors, or encoder outputs (once per distinct medium, one tower call per
+        kind) encoded for it or reused from generation."""
         if not self.args.vision_encode_once:
             return self.media.model_inputs(rows, device)
         mode = "train" if model.training else "eval"
@@ -391,11 +394,17 @@ class QwenGRPOTrainer(GRPOTrainer):
             vision = self._vision_by_mode[mode]  # only a medium it lacks is encoded (none in the usual flow)
         else:
             vision = VisionCache(self.processing_class)
+        unwrapped = self.accelerator.unwrap_model(model)
+        if self._sync_vision and not self._reuse_vision:
+            # Encoded inside the forward, where every rank makes its tower calls in one order (models/sync.py).
+            inputs = media_model_inputs(self.processing_class, rows, device, pixels=False)
+            base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+            inputs["mm_encoder_outputs"] = DeferredEncoding(vision, base, rows, device)
+            return inputs
         with self.accelerator.autocast():
-            self._encode(vision, self.accelerator.unwrap_model(model), rows)
+            self._encode(vision, unwrapped, rows)
         inputs = vision.model_inputs(rows, device)
-        if self._sync_vision:
-            # Pre-encoded on every rank, media or not, so stand-in tower calls happen at the same point everywhere.
+        if self._sync_vision:  # reused outputs: no rank calls the tower in this pass (`_stand_ins_off`)
             inputs.setdefault("mm_encoder_outputs", {})
         return inputs
 

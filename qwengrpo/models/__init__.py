@@ -11,9 +11,10 @@ from .families import (
 )
 from .freeze import apply_freezing, apply_last_k_lora, trainable_parameter_names
 from .suppress import suppress_in_head, vision_token_ids
-from .sync import dummy_vision_forward, sync_vision_calls, vision_calls_skipped
+from .sync import DeferredEncoding, dummy_vision_forward, sync_vision_calls, vision_calls_skipped
 
 __all__ = [
+    "DeferredEncoding",
     "aligner_modules",
     "apply_freezing",
     "apply_last_k_lora",
