@@ -54,15 +54,18 @@ class QwenGRPOTrainer(GRPOTrainer):
 
     Overridden TRL methods, and why each must be:
 
-    - `__init__`: loads the model/processor, applies freezing and last-K LoRA, checks that the dataset has every
-      column the rewards need, builds the media resolver, and suppresses vision tokens in sampling (TRL
-      suppresses only the image pad token, not the video one).
+    - `__init__`: loads the model/processor, applies freezing and last-K LoRA, excludes vision tokens from the
+      policy's own head (TRL suppresses only the image pad token, and in sampling only), checks that the dataset has
+      every column the rewards need and fits vLLM's limits, builds the media resolver, and starts qwengrpo's vLLM
+      backend in place of TRL's (which sends vLLM images only, never video or encoder outputs).
     - `_generate_and_score_completions`: resolves the batch's media once, calls TRL on media-free rows and
       attaches each row's media to the output, so shuffling/splitting carries it per row (TRL's flat
       `pixel_values_videos` would be cut by row index and corrupted).
     - `_tokenize_prompts`: returns the resolver's prompt ids and tensors instead of re-processing every
       media part (TRL decodes each video again for each of the G copies); with `vision_encode_once`, only
       grids, and `generate` takes encoder outputs from the vision cache (`_encoder_outputs_in_generate`).
+    - `_generate_single_turn`: with vLLM, sends the changed weights after an optimizer step, encodes the batch's
+      distinct media once and samples from vLLM with those encoder outputs (`qwengrpo.rollout`).
     - `_calculate_rewards`: gives rewards back the media columns and a `media` column with each medium's
       effective geometry (original and resized size, sampled frame indices, fps, timestamps).
     - `_get_per_token_logps_and_entropies`: feeds every pass (old, reference, policy) its rows' image and video
@@ -88,6 +91,8 @@ class QwenGRPOTrainer(GRPOTrainer):
             check_vllm_family(model.config.model_type)
             if args.vllm_enable_sleep_mode:
                 raise ValueError("vllm_enable_sleep_mode is not supported by qwengrpo's vLLM rollouts yet")
+            if kwargs.get("tools"):
+                raise ValueError("tool calls are not supported with use_vllm=True yet; sample with generate instead")
         if kwargs.get("processing_class") is None:
             path = model_id if isinstance(model_id, str) else model.config._name_or_path
             kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")

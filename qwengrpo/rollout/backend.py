@@ -15,7 +15,7 @@ import torch
 from accelerate.utils import broadcast_object_list, gather_object
 
 from ..media import RowMedia, VisionCache
-from .engine import EngineConfig, Sampled, VLLMEngine
+from .engine import EngineConfig, Sampled, VLLMEngine, sampling_params
 from .requests import build_requests, check_prompt_ids
 from .weights import PolicyWeights
 
@@ -58,6 +58,7 @@ class VLLMRollout:
                 in_process=True,
             )  # fmt: skip
             info = self.engine.info()
+            sampling_params(self.sampling)  # an unknown setting fails here, not at the first rollout
         elif self.mode == "server":
             from .client import ServerEngine
 

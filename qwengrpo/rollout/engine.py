@@ -96,17 +96,9 @@ class VLLMEngine:
                 "limits": self.limits}  # fmt: skip
 
     def generate(self, requests: list[RolloutRequest], sampling: dict[str, Any]) -> list[Sampled]:
-        from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
-
-        sampling = dict(sampling)
-        if "logit_bias" in sampling:  # token ids arrive as strings when the settings crossed JSON
-            sampling["logit_bias"] = {int(k): v for k, v in sampling["logit_bias"].items()}
-        if (regex := sampling.pop("structured_outputs_regex", None)) is not None:
-            sampling["structured_outputs"] = StructuredOutputsParams(regex=regex)
         prompts = [{"prompt_token_ids": r.prompt_ids, "multi_modal_data": r.media} if r.media
                    else {"prompt_token_ids": r.prompt_ids} for r in requests]  # fmt: skip
-        params = [SamplingParams(n=r.n, **sampling) for r in requests]
+        params = [sampling_params(sampling, r.n) for r in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [
             Sampled(
@@ -128,6 +120,23 @@ class VLLMEngine:
         # `reload_weights` empties the workers' encoder cache but not the scheduler's record of it, which would then
         # skip "cached" embeddings it no longer has (vLLM 0.32: "Encoder cache miss"); reset both together.
         self.llm.llm_engine.reset_encoder_cache()
+
+
+def sampling_params(sampling: dict[str, Any], n: int = 1):
+    """vLLM `SamplingParams` from the trainer's settings (`rollout.backend.sampling_kwargs`); a setting vLLM does not
+    know is a `ValueError` that names it."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    sampling = dict(sampling)
+    if "logit_bias" in sampling:  # token ids arrive as strings when the settings crossed JSON
+        sampling["logit_bias"] = {int(k): v for k, v in sampling["logit_bias"].items()}
+    if (regex := sampling.pop("structured_outputs_regex", None)) is not None:
+        sampling["structured_outputs"] = StructuredOutputsParams(regex=regex)
+    try:
+        return SamplingParams(n=n, **sampling)
+    except TypeError as exc:
+        raise ValueError(f"vLLM cannot sample with these settings (generation_kwargs?): {exc}") from None
 
 
 class WorkerWeights:

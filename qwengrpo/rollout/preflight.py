@@ -13,7 +13,7 @@ KINDS = ("image", "video")
 
 
 def _counts(dataset: Any) -> Iterator[tuple[int, dict[str, int]]]:
-    prompts = dataset["prompt"] if "prompt" in getattr(dataset, "column_names", ()) else []
+    prompts = dataset["prompt"][:] if "prompt" in (getattr(dataset, "column_names", None) or ()) else []
     for index, prompt in enumerate(prompts):
         counts = dict.fromkeys(KINDS, 0)
         for message in prompt if isinstance(prompt, list) else ():

@@ -117,7 +117,10 @@ def test_a_prompt_too_long_for_vllm_fails_before_step_1(vllm_models, media_dir, 
 
 @pytest.mark.parametrize(
     ("setting", "message"),
-    [({"vllm_enable_sleep_mode": True}, "vllm_enable_sleep_mode"), ({"vllm_tensor_parallel_size": 2}, "server")],
+    [
+        ({"vllm_tensor_parallel_size": 2}, "vllm_mode='server'"),
+        ({"generation_kwargs": {"num_beams": 2}}, "vLLM cannot sample with these settings"),
+    ],
 )
 def test_unsupported_vllm_settings_are_refused(setting, message, vllm_models, media_dir, tmp_path):
     with pytest.raises(ValueError, match=message):
