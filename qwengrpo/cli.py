@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preview": ("qwengrpo.data.preview_cmd", "write a PNG contact sheet of what the model will see"),
     "stage-a": ("qwengrpo.groupqc.stage_a_cmd", "group QC: summarise every photo of every group, per mission"),
     "evaluate": ("qwengrpo.evaluate_cmd", "score a checkpoint on held-out rows: JSON report and tables"),
+    "vllm-serve": ("qwengrpo.rollout.server", "serve vLLM rollouts (images and video) to trainers over HTTP"),
 }
 
 

@@ -13,22 +13,29 @@ import torch
 from accelerate.utils import gather_object
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOTrainer
+from trl.extras.profiling import profiling_context
 
+from ._upstream import fix_rope_index
 from .config import QwenGRPOConfig
 from .data.guard import RowGuard
 from .data.preflight import preflight, rejects_path
-from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, VisionCache, strip_media_columns
+from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMedia, VisionCache, strip_media_columns
 from .media.resolver import media_model_inputs
 from .models import (
+    DeferredEncoding,
     apply_freezing,
     apply_last_k_lora,
+    dummy_vision_forward,
     load_full_weights,
     mm_token_type_ids,
+    suppress_in_head,
     sync_vision_calls,
     vision_calls_skipped,
+    vision_token_ids,
     vision_tower,
 )
 from .models.checkpoint import check_complete, resolve_resume, staged_save
+from .models.families import check_vllm_family
 from .rewards import check_reward_columns
 from .rewards.checked import NonFiniteWatch, checked_rewards
 from .sampler import EpochRepeatSampler
@@ -51,10 +58,12 @@ class QwenGRPOTrainer(GRPOTrainer):
 
     Overridden TRL methods, and why each must be:
 
-    - `__init__`: loads the model/processor, applies freezing and last-K LoRA, checks that the dataset has every
-      column the rewards need and runs the pre-flight checks (`qwengrpo.data.preflight`, once, on the main
-      process), wraps rewards so a bad output names the reward and the row (`qwengrpo.rewards.checked`), builds the
-      media resolver, and suppresses vision tokens in sampling (TRL suppresses only the image pad token).
+    - `__init__`: loads the model/processor, applies freezing and last-K LoRA, excludes vision tokens from the
+      policy's own head (TRL suppresses only the image pad token, and in sampling only), checks that the dataset has
+      every column the rewards need and fits vLLM's limits, runs the pre-flight checks (`qwengrpo.data.preflight`,
+      once, on the main process), wraps rewards so a bad output names the reward and the row
+      (`qwengrpo.rewards.checked`), builds the media resolver, and starts qwengrpo's vLLM backend in place of TRL's
+      (which sends vLLM images only, never video or encoder outputs).
     - `_generate_and_score_completions`: resolves the batch's media once (a row that fails is named by file and
       line, and in skip mode replaced: `qwengrpo.data.guard`), calls TRL on media-free rows and attaches each
       row's media to the output, so shuffling/splitting carries it per row (TRL's flat `pixel_values_videos`
@@ -62,6 +71,8 @@ class QwenGRPOTrainer(GRPOTrainer):
     - `_tokenize_prompts`: returns the resolver's prompt ids and tensors instead of re-processing every
       media part (TRL decodes each video again for each of the G copies); with `vision_encode_once`, only
       grids, and `generate` takes encoder outputs from the vision cache (`_encoder_outputs_in_generate`).
+    - `_generate_single_turn`: with vLLM, sends the changed weights after an optimizer step, encodes the batch's
+      distinct media once and samples from vLLM with those encoder outputs (`qwengrpo.rollout`).
     - `_calculate_rewards`: gives rewards back the media columns and a `media` column with each medium's
       effective geometry (original and resized size, sampled frame indices, fps, timestamps); stops the run when
       a reward gives no finite value for `reward_nonfinite_patience` batches (TRL trains on with loss 0).
@@ -84,11 +95,15 @@ class QwenGRPOTrainer(GRPOTrainer):
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
         args = args or QwenGRPOConfig(output_dir="outputs/qwengrpo")
-        if args.use_vllm:
-            raise NotImplementedError("QwenGRPOTrainer does not forward media to vLLM yet; set use_vllm=False")
         model_id = model
         if isinstance(model, str):
             model = AutoModelForImageTextToText.from_pretrained(model_id, **(args.model_init_kwargs or {}))
+        if args.use_vllm:
+            check_vllm_family(model.config.model_type)
+            if args.vllm_enable_sleep_mode:
+                raise ValueError("vllm_enable_sleep_mode is not supported by qwengrpo's vLLM rollouts yet")
+            if kwargs.get("tools"):
+                raise ValueError("tool calls are not supported with use_vllm=True yet; sample with generate instead")
         if kwargs.get("processing_class") is None:
             path = model_id if isinstance(model_id, str) else model.config._name_or_path
             kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")
@@ -101,18 +116,38 @@ class QwenGRPOTrainer(GRPOTrainer):
             apply_freezing(
                 model, llm=args.freeze_llm, vision_tower_=args.freeze_vision_tower, aligner=args.freeze_aligner
             )
+        # The policy is the model with vision placeholders (and any `suppress_tokens`) excluded from its own head,
+        # so every sampler and every log-prob pass see one distribution (`qwengrpo.models.suppress`).
+        user = (args.generation_kwargs or {}).get("suppress_tokens", ())
+        suppress = sorted({*vision_token_ids(model.config), *user})
+        suppress_in_head(model, suppress)
+        fix_rope_index(model)
+        self._rollout = self._start_vllm(model, args, suppress, kwargs) if args.use_vllm else None
+        self._max_prompt_tokens = self._prompt_limit(args)
         reward_funcs = checked_rewards(reward_funcs)  # a bad reward output names the reward and the row
         dataset = kwargs.get("train_dataset")
         if dataset is not None and getattr(dataset, "column_names", None) is not None:
             # A missing gold column must fail here, not after the first generation batch.
             check_reward_columns(reward_funcs, [*dataset.column_names, "media"])
+            limits = [] if self._max_prompt_tokens is None else [self._max_prompt_tokens]
             checked = {"reward_funcs": reward_funcs, "chat_template_kwargs": args.chat_template_kwargs}
+            checked["limits"] = limits  # vLLM's room named as such in the errors
             kwargs["train_dataset"] = preflight(dataset, kwargs["processing_class"], args, **checked)
             evals = kwargs.get("eval_dataset")
             if getattr(evals, "column_names", None) is not None:  # a held-out row gets the same checks
                 kwargs["eval_dataset"] = preflight(evals, kwargs["processing_class"], args, **checked, split="eval")
         args.resume_from_checkpoint = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        # TRL's own vLLM backend sends images only (no video, no encoder outputs); ours is attached below.
+        use_vllm, args.use_vllm = args.use_vllm, False
+        try:
+            with _reference_like_policy(suppress):
+                super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        finally:
+            args.use_vllm = use_vllm
+        if self._rollout is not None:
+            self.use_vllm, self._last_loaded_step = True, -1
+            self._rollout.attach(self.accelerator.unwrap_model(self.model))
+            self.vllm_generation = self._rollout
         self._sync_vision = self.is_deepspeed_enabled or self.is_fsdp_enabled
         if self._sync_vision:
             # A rank without images or videos must still call the sharded vision tower (models/sync.py).
@@ -134,7 +169,7 @@ class QwenGRPOTrainer(GRPOTrainer):
         self.media = MediaResolver(
             self.processing_class,
             MediaBudget.from_args(args),
-            max_prompt_tokens=args.max_prompt_tokens,
+            max_prompt_tokens=self._max_prompt_tokens,
             chat_template_kwargs=self.chat_template_kwargs,
             cache_bytes=args.media_cache_mb * 2**20,
             dedup=args.media_dedup,
@@ -153,6 +188,33 @@ class QwenGRPOTrainer(GRPOTrainer):
         }
         self._reward_watch = NonFiniteWatch(self.reward_funcs, args.reward_nonfinite_patience)
         self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
+
+    def _start_vllm(self, model, args: QwenGRPOConfig, suppress: list[int], kwargs: dict):
+        """Start (or reach) vLLM before the data checks, which must hold every row to its limits."""
+        from .rollout import VLLMRollout, check_media_limits, media_counts
+
+        datasets = {"train": kwargs.get("train_dataset"), "eval": kwargs.get("eval_dataset")}
+        rollout = VLLMRollout(
+            model.config._name_or_path, model.config.model_type, model.dtype, args, suppress,
+            media_counts(datasets.values()),
+        )  # fmt: skip
+        for split, dataset in datasets.items():
+            if dataset is not None:
+                check_media_limits(dataset, rollout.limits, split)
+        return rollout
+
+    def _prompt_limit(self, args: QwenGRPOConfig) -> PromptLimit | None:
+        """Prompt tokens a row may have, and what sets it: `max_prompt_tokens`, or what vLLM's context leaves."""
+        limits = [] if args.max_prompt_tokens is None else [PromptLimit(args.max_prompt_tokens)]
+        if self._rollout is not None:
+            context, completion = self._rollout.max_model_len, args.max_completion_length
+            limits.append(
+                PromptLimit(
+                    context - completion, f"vLLM's max_model_len {context} minus max_completion_length {completion}"
+                )
+            )
+            logger.info("vLLM: prompts are limited to %s", limits[-1])
+        return min(limits, key=lambda limit: limit.tokens, default=None)
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
@@ -181,7 +243,9 @@ class QwenGRPOTrainer(GRPOTrainer):
         guard = self._guards["train" if self.model.training else "eval"]
         inputs, self._batch_media = guard.resolve(self.media, inputs, self.state.global_step)
         self._batch_rows = inputs
-        self._generation_vision = VisionCache(self.processing_class) if self.args.vision_encode_once else None
+        # vLLM is always handed encoder outputs, so its rollouts encode each distinct medium once regardless.
+        once = self.args.vision_encode_once or self.use_vllm
+        self._generation_vision = VisionCache(self.processing_class) if once else None
         if self._generation_vision is not None:
             self._vision_by_mode["train" if self.model.training else "eval"] = self._generation_vision
         stripped = [
@@ -205,6 +269,8 @@ class QwenGRPOTrainer(GRPOTrainer):
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, Any]]:
         rows = self._batch_media
+        if self.use_vllm:  # vLLM takes the encoder outputs (`_generate_single_turn`), not processor tensors
+            return [r.prompt_ids for r in rows], None, {}
         fields: dict[str, Any] = media_model_inputs(
             self.processing_class, rows, pixels=self._generation_vision is None
         )
@@ -242,10 +308,32 @@ class QwenGRPOTrainer(GRPOTrainer):
         finally:
             del model._prepare_multimodal_encoder_kwargs_for_generation
 
-    def _encode(self, vision: VisionCache, model, rows: list[RowMedia]) -> None:
+    def _encode(self, vision: VisionCache, model, rows: list[RowMedia], *, every_kind: bool = False) -> None:
+        """Encode `rows`' media not in `vision` yet. `every_kind`: also call the tower for a kind this rank lacks
+        when ranks must call it alike (DeepSpeed/FSDP) and no forward follows to make the stand-in call."""
         before = vision.patches
-        vision.encode(model, rows)
+        for kind, attr in (("image", "images"), ("video", "videos")):
+            if any(getattr(r, attr) for r in rows):
+                vision.encode(model, rows, kinds=(kind,))
+            elif every_kind and self._sync_vision:
+                dummy_vision_forward(vision_tower(model))
         self.vision_patches += vision.patches - before
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if not self.use_vllm:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        if self.state.global_step != self._last_loaded_step:
+            with profiling_context(self, "sync_weights"):
+                self.vllm_generation.sync_weights()
+            self._last_loaded_step = self.state.global_step
+        model = self.accelerator.unwrap_model(self.model)
+        model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        with torch.no_grad(), self.accelerator.autocast():
+            self._encode(self._generation_vision, model, self._batch_media, every_kind=True)
+        with profiling_context(self, "vLLM.generate"):
+            return self.vllm_generation.generate(self._batch_media, self._generation_vision)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         inputs = [
@@ -291,6 +379,8 @@ class QwenGRPOTrainer(GRPOTrainer):
             labels[:, :-logits_to_keep] = -100
             with self.accelerator.autocast(), self._stand_ins_off(model):
                 outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+            if isinstance(deferred := model_inputs.get("mm_encoder_outputs"), DeferredEncoding):
+                self.vision_patches += deferred.vision.patches  # a fresh cache, encoded in that forward
             logps.append(outputs.log_probs[:, -logits_to_keep:])
             if compute_entropy:
                 entropies.append(outputs.entropy[:, -logits_to_keep:])
@@ -303,8 +393,8 @@ class QwenGRPOTrainer(GRPOTrainer):
         )
 
     def _media_inputs(self, model, rows: list[RowMedia], device) -> dict[str, Any]:
-        """One forward's media: pixel tensors, or encoder outputs encoded right before it (once per distinct
-        medium, one tower call per kind, as rank-synchronised tower calls need) or reused from generation."""
+        """One forward's media: pixel tensors, or encoder outputs (once per distinct medium, one tower call per
+        kind) encoded for it or reused from generation."""
         if not self.args.vision_encode_once:
             return self.media.model_inputs(rows, device)
         mode = "train" if model.training else "eval"
@@ -312,11 +402,17 @@ class QwenGRPOTrainer(GRPOTrainer):
             vision = self._vision_by_mode[mode]  # only a medium it lacks is encoded (none in the usual flow)
         else:
             vision = VisionCache(self.processing_class)
+        unwrapped = self.accelerator.unwrap_model(model)
+        if self._sync_vision and not self._reuse_vision:
+            # Encoded inside the forward, where every rank makes its tower calls in one order (models/sync.py).
+            inputs = media_model_inputs(self.processing_class, rows, device, pixels=False)
+            base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+            inputs["mm_encoder_outputs"] = DeferredEncoding(vision, base, rows, device)
+            return inputs
         with self.accelerator.autocast():
-            self._encode(vision, self.accelerator.unwrap_model(model), rows)
+            self._encode(vision, unwrapped, rows)
         inputs = vision.model_inputs(rows, device)
-        if self._sync_vision:
-            # Pre-encoded on every rank, media or not, so stand-in tower calls happen at the same point everywhere.
+        if self._sync_vision:  # reused outputs: no rank calls the tower in this pass (`_stand_ins_off`)
             inputs.setdefault("mm_encoder_outputs", {})
         return inputs
 
@@ -328,3 +424,24 @@ class QwenGRPOTrainer(GRPOTrainer):
                 yield
         else:
             yield
+
+
+@contextmanager
+def _reference_like_policy(suppress: list[int]) -> Iterator[None]:
+    """TRL builds the reference model (a full copy, when β > 0 without PEFT) and shards it inside its `__init__`;
+    it must score the same restricted distribution, with the same positions, as the policy."""
+    import trl.trainer.grpo_trainer as grpo
+
+    build = grpo.create_model_from_path
+
+    def build_reference(*args, **kwargs):
+        model = build(*args, **kwargs)
+        suppress_in_head(model, suppress)
+        fix_rope_index(model)
+        return model
+
+    grpo.create_model_from_path = build_reference
+    try:
+        yield
+    finally:
+        grpo.create_model_from_path = build

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from factories import make_trainer
 from helpers import rows_for
-from test_trainer import make_trainer
 
 from qwengrpo.models.checkpoint import CheckpointError
 

@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 import torch
+from factories import snapshot
 from helpers import length_reward
 from media_factory import write_image, write_video
 from test_data_helpers import conv, truncate, write_jsonl
-from test_trainer import snapshot
 
 from qwengrpo import MediaError, QwenGRPOConfig, QwenGRPOTrainer
 from qwengrpo.data import load_dataset

@@ -7,8 +7,8 @@ import math
 import pickle
 
 import pytest
+from factories import make_trainer
 from helpers import KeywordReward, length_reward, rows_for
-from test_trainer import make_trainer
 
 from qwengrpo.rewards.checked import CheckedReward, RewardError
 

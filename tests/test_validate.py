@@ -13,8 +13,8 @@ from transformers import AutoProcessor
 
 from qwengrpo.cli import main
 from qwengrpo.data import ValidationError, load_dataset, validate_dataset
-from qwengrpo.data.checks import PromptLimit, reason_of
-from qwengrpo.media import MediaBudget, MediaResolver
+from qwengrpo.data.checks import reason_of
+from qwengrpo.media import MediaBudget, MediaResolver, PromptLimit
 from qwengrpo.tiny import FAMILIES
 
 

@@ -1,7 +1,6 @@
 """The data layer: adapters from source formats to trainer rows, loading, validation and previews."""
 
 from .adapters import ADAPTERS, conversations_row, frames_row, hf_row, messages_row, trainer_row, video_budgets
-from .checks import PromptLimit
 from .config import FORMATS, DatasetConfig
 from .loading import load_dataset, load_split
 from .preview import preview_dataset
@@ -15,7 +14,6 @@ __all__ = [
     "ADAPTERS",
     "FORMATS",
     "DatasetConfig",
-    "PromptLimit",
     "RowError",
     "ValidationError",
     "ValidationReport",

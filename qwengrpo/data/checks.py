@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers.video_utils import VideoMetadata
 
-from ..media import MediaError, MediaRef, MediaResolver, split_row
+from ..media import MediaError, MediaRef, MediaResolver, PromptLimit, split_row
 from ..media.decode import image_resize, sample_indices, video_resize
 from .facts import CheckedFacts, EmbeddedImage, HeaderFacts
 
@@ -42,18 +42,6 @@ def strip_row(message: str) -> str:
 def reason_of(message: str) -> str:
     text = strip_row(message)
     return next((reason for reason, pattern in _REASONS if re.search(pattern, text)), "media_error")
-
-
-@dataclass(frozen=True)
-class PromptLimit:
-    """A cap on prompt tokens and what sets it, named in the error: `max_prompt_tokens`, or e.g.
-    `"vLLM's max_model_len 1024 minus max_completion_length 64"`."""
-
-    tokens: int
-    source: str = "max_prompt_tokens"
-
-    def __str__(self) -> str:
-        return f"{self.source}={self.tokens}" if self.source.isidentifier() else f"{self.tokens} ({self.source})"
 
 
 @dataclass

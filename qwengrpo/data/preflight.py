@@ -24,8 +24,7 @@ from accelerate.utils import broadcast_object_list
 from datasets import Dataset
 
 from ..errors import InputError
-from ..media import MediaBudget
-from .checks import PromptLimit
+from ..media import MediaBudget, PromptLimit
 from .validate import ValidationError, split_rejects_path, validate_dataset
 
 logger = logging.getLogger(__name__)

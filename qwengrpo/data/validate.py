@@ -22,10 +22,10 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..media import MediaBudget, MediaResolver
+from ..media import MediaBudget, MediaResolver, PromptLimit
 from ..media.factcache import FactCache
 from ..media.workers import CheckPool
-from .checks import Check, PromptLimit, RowChecker, strip_row
+from .checks import Check, RowChecker, strip_row
 from .facts import CheckedFacts, HeaderFacts
 from .loading import image_feature
 from .readers import location

@@ -1,6 +1,6 @@
 """The media layer: rows → distinct images/videos → processor tensors, each decoded once under its budget."""
 
-from .budget import MediaBudget
+from .budget import MediaBudget, PromptLimit
 from .decode import (
     DecodedImage,
     DecodedVideo,
@@ -26,6 +26,7 @@ __all__ = [
     "MediaRef",
     "MediaResolver",
     "Processed",
+    "PromptLimit",
     "RowMedia",
     "VisionCache",
     "decode_video",

@@ -54,3 +54,15 @@ class MediaBudget:
         """The part of the budget that changes how `kind` media is decoded (used in cache keys)."""
         values = asdict(self)
         return tuple(v for k, v in values.items() if k.startswith("video_") == (kind == "video"))
+
+
+@dataclass(frozen=True)
+class PromptLimit:
+    """A cap on prompt tokens and what sets it, named in the error: `max_prompt_tokens`, or e.g.
+    `"vLLM's max_model_len 1024 minus max_completion_length 64"`."""
+
+    tokens: int
+    source: str = "max_prompt_tokens"
+
+    def __str__(self) -> str:
+        return f"{self.source}={self.tokens}" if self.source.isidentifier() else f"{self.tokens} ({self.source})"

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers.video_utils import VideoMetadata
 
-from .budget import MediaBudget
+from .budget import MediaBudget, PromptLimit
 from .decode import DecodedImage, DecodedVideo, decode_video, load_image
 from .errors import MediaError
 from .refs import MEDIA_COLUMNS, MediaRef, split_row
@@ -47,6 +47,8 @@ class RowMedia:
 
     prompt: list[dict]  # the row's messages with bare media placeholders: cheap to log, pickle and gather
     prompt_ids: list[int]
+    # One placeholder token per medium (the chat template's own output): what vLLM expands itself.
+    template_ids: list[int] = field(default_factory=list)
     images: list[Processed] = field(default_factory=list)
     videos: list[Processed] = field(default_factory=list)
     info: list[dict[str, Any]] = field(default_factory=list)  # per placeholder, prompt order
@@ -84,7 +86,7 @@ class MediaResolver:
         processor: Any,
         budget: MediaBudget | None = None,
         *,
-        max_prompt_tokens: int | None = None,
+        max_prompt_tokens: int | PromptLimit | None = None,
         chat_template_kwargs: dict | None = None,
         cache_bytes: int = 0,
         dedup: bool = True,
@@ -92,7 +94,8 @@ class MediaResolver:
         self.processor = processor
         self.dedup = dedup  # off only for debugging: every row then decodes its own copy
         self.budget = budget or MediaBudget()
-        self.max_prompt_tokens = max_prompt_tokens
+        # The cap on a prompt's tokens and what sets it (named in the error).
+        self.prompt_limit = PromptLimit(max_prompt_tokens) if isinstance(max_prompt_tokens, int) else max_prompt_tokens
         self.chat_template_kwargs = chat_template_kwargs or {}
         self.cache = MediaCache(cache_bytes) if cache_bytes > 0 else None
         ip, vp = processor.image_processor, getattr(processor, "video_processor", None)
@@ -178,28 +181,36 @@ class MediaResolver:
         """Concatenate the media tensors of `rows`, in row then placeholder order, as the model expects them."""
         return media_model_inputs(self.processor, rows, device)
 
-    def prompt_text(self, prompt: list[dict], images: list[str], videos: list[str]) -> str:
-        """The prompt as the model reads it: chat template applied, each placeholder expanded to its replacement."""
+    def prompt_text(self, prompt: list[dict], images: list[str] = (), videos: list[str] = ()) -> str:
+        """The prompt as the model reads it: chat template applied, each placeholder expanded to its replacement
+        (none given: the template's own text, one placeholder token per medium)."""
         text = self.processor.apply_chat_template(
             prompt, add_generation_prompt=True, tokenize=False, **self.chat_template_kwargs
         )
-        if images or videos:
-            (text,), _ = self.processor.get_text_with_replacements([text], images, videos)
+        return self._expanded(text, images, videos) if images or videos else text
+
+    def _expanded(self, text: str, images: list[str], videos: list[str]) -> str:
+        (text,), _ = self.processor.get_text_with_replacements([text], images, videos)
         return text
 
     def _row(self, prompt: list[dict], processed: list[Processed], index: int) -> RowMedia:
-        images = [p for p in processed if p.kind == "image"]
-        videos = [p for p in processed if p.kind == "video"]
-        text = self.prompt_text(prompt, [p.replacement for p in images], [p.replacement for p in videos])
-        ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
+        images = [p.replacement for p in processed if p.kind == "image"]
+        videos = [p.replacement for p in processed if p.kind == "video"]
+        text = self.prompt_text(prompt)
+        template_ids = ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if images or videos:
+            ids = self.processor.tokenizer(self._expanded(text, images, videos), add_special_tokens=False)["input_ids"]
+        if self.prompt_limit is not None and len(ids) > self.prompt_limit.tokens:
             n_vision = sum(int(p.grid_thw.prod()) // self.processor.image_processor.merge_size**2 for p in processed)
             raise MediaError(
                 f"row {index}: prompt is {len(ids)} tokens ({n_vision} vision + {len(ids) - n_vision} text), over "
-                f"max_prompt_tokens={self.max_prompt_tokens}; lower the pixel/frame budget or shorten the text "
+                f"{self.prompt_limit}; lower the pixel/frame budget or shorten the text "
                 "(vision spans are never truncated)"
             )
-        return RowMedia(prompt, ids, images, videos, [p.info for p in processed])
+        return RowMedia(
+            prompt, ids, template_ids, [p for p in processed if p.kind == "image"],
+            [p for p in processed if p.kind == "video"], [p.info for p in processed],
+        )  # fmt: skip
 
 
 def media_model_inputs(
