@@ -15,11 +15,11 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOTrainer
 
 from .config import QwenGRPOConfig
+from .inference import cache_on_save
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, VisionCache, strip_media_columns
 from .media.resolver import media_model_inputs
 from .models import (
-    apply_freezing,
-    apply_last_k_lora,
+    apply_tuning,
     load_full_weights,
     mm_token_type_ids,
     sync_vision_calls,
@@ -28,6 +28,7 @@ from .models import (
 )
 from .rewards import check_reward_columns
 from .sampler import EpochRepeatSampler
+from .tiny import resolve_model
 from .tracking import log_completions, row_refs, use_safe_wandb
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class QwenGRPOTrainer(GRPOTrainer):
       `__init__` also swaps in `SafeWandbCallback`, so a W&B failure is logged once and training goes on.
     - `_get_train_sampler`: positions the shuffle by epoch (`EpochRepeatSampler`); TRL's sampler replays its first
       epoch's order after a resume.
+    - `_save`: saves the model with `use_cache: true` (Trainer turns it off for training forwards).
     - `_load_from_checkpoint`: Trainer's resume of a full fine-tune of Qwen2/2.5-VL silently loads nothing (hub
       key layout vs `load_state_dict(strict=False)`); full checkpoints load through `load_full_weights` instead.
     """
@@ -76,21 +78,14 @@ class QwenGRPOTrainer(GRPOTrainer):
         args = args or QwenGRPOConfig(output_dir="outputs/qwengrpo")
         if args.use_vllm:
             raise NotImplementedError("QwenGRPOTrainer does not forward media to vLLM yet; set use_vllm=False")
-        model_id = model
+        model_id = model = resolve_model(model) if isinstance(model, str) else model  # tiny:<family> too
         if isinstance(model, str):
             model = AutoModelForImageTextToText.from_pretrained(model_id, **(args.model_init_kwargs or {}))
         if kwargs.get("processing_class") is None:
             path = model_id if isinstance(model_id, str) else model.config._name_or_path
             kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")
-        if args.lora_last_k:
-            apply_freezing(model, llm=True, vision_tower_=True, aligner=True)
-            model = apply_last_k_lora(
-                model, args.lora_last_k, r=args.lora_r, alpha=args.lora_alpha, aligner=not args.freeze_aligner
-            )
-        elif kwargs.get("peft_config") is None:
-            apply_freezing(
-                model, llm=args.freeze_llm, vision_tower_=args.freeze_vision_tower, aligner=args.freeze_aligner
-            )
+        if args.lora_last_k or kwargs.get("peft_config") is None:
+            model = apply_tuning(model, args)
         dataset = kwargs.get("train_dataset")
         if dataset is not None and getattr(dataset, "column_names", None) is not None:
             # A missing gold column must fail here, not after the first generation batch.
@@ -145,9 +140,7 @@ class QwenGRPOTrainer(GRPOTrainer):
 
         from .data import validate_dataset
 
-        rejects = args.rejects_path or f"{args.output_dir}/rejects.jsonl"
-        if split != "train":
-            rejects = rejects.removesuffix(".jsonl") + f"_{split}.jsonl"
+        rejects = args.rejects_file(split)
         kept, report = validate_dataset(
             dataset,
             processor,
@@ -161,6 +154,10 @@ class QwenGRPOTrainer(GRPOTrainer):
         if report.n_rejected:
             logger.warning("%s", report.render())
         return kept
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        with cache_on_save(self.accelerator.unwrap_model(self.model)):  # saved models generate with a KV cache
+            super()._save(output_dir, state_dict)
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:

@@ -9,6 +9,7 @@ qwengrpo evaluate recipes/configs/group_qc_stage_b.yaml --checkpoint outputs/gro
 
 from .adapter import group_qc_row
 from .groups import Group, discover_groups, read_labels
+from .metrics import VerdictMetrics, predicted_verdict, verdict_metrics
 from .missions import DEFAULT_MISSIONS, Mission, image_key, load_missions
 from .records import GroupQCError, check_record, resume
 from .stage_a import StageAResult, assign_labels, run_stage_a
@@ -19,13 +20,16 @@ __all__ = [
     "GroupQCError",
     "Mission",
     "StageAResult",
+    "VerdictMetrics",
     "assign_labels",
     "check_record",
     "discover_groups",
     "group_qc_row",
     "image_key",
     "load_missions",
+    "predicted_verdict",
     "read_labels",
     "resume",
     "run_stage_a",
+    "verdict_metrics",
 ]

@@ -9,13 +9,14 @@ from .families import (
     mm_token_type_ids,
     vision_tower,
 )
-from .freeze import apply_freezing, apply_last_k_lora, trainable_parameter_names
+from .freeze import apply_freezing, apply_last_k_lora, apply_tuning, trainable_parameter_names
 from .sync import dummy_vision_forward, sync_vision_calls, vision_calls_skipped
 
 __all__ = [
     "aligner_modules",
     "apply_freezing",
     "apply_last_k_lora",
+    "apply_tuning",
     "coordinate_convention",
     "decoder_layer_names",
     "dummy_vision_forward",

@@ -1,0 +1,51 @@
+"""On a machine without a GPU, training, evaluation and inference pick the CPU and float32 by themselves.
+
+Recipes name the settings a GPU run wants (TRL's bf16 default, `dtype: auto` loading a bf16 checkpoint);
+`TrainingArguments` refuses bf16 without a GPU, and bf16 on the CPU is slow where it works at all. Rather
+than asking every user to add `use_cpu=true bf16=false`, the configs and `load_checkpoint` switch here, with
+one log line saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+_told: set[str] = set()
+
+
+def has_accelerator() -> bool:
+    return torch.accelerator.is_available()
+
+
+def _say_once(what: str) -> None:
+    if what not in _told:
+        _told.add(what)
+        logger.info("no GPU found: %s on the CPU in float32", what)
+
+
+def cpu_training_args(args: Any) -> None:
+    """Before `TrainingArguments.__post_init__`: on a machine without a GPU, train on the CPU in float32."""
+    if has_accelerator():
+        return
+    args.use_cpu, args.bf16, args.fp16 = True, False, False
+    init = dict(getattr(args, "model_init_kwargs", None) or {})
+    if hasattr(args, "model_init_kwargs") and init.get("dtype", "auto") in _HALF:
+        args.model_init_kwargs = {**init, "dtype": "float32"}
+    _say_once("training")
+
+
+def inference_device(device: str | torch.device | None = None, dtype: Any = None) -> tuple[torch.device, Any]:
+    """The device to run on (a GPU when there is one) and the dtype to load with (float32 on the CPU)."""
+    device = torch.device(device or (torch.accelerator.current_accelerator() if has_accelerator() else "cpu"))
+    if device.type == "cpu" and dtype in _HALF:
+        _say_once("inference")
+        dtype = torch.float32
+    return device, dtype
+
+
+# What a checkpoint may load as that the CPU should not train or generate in.
+_HALF = (None, "auto", "bfloat16", "float16", "half", torch.bfloat16, torch.float16)
