@@ -89,7 +89,7 @@ def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir):
     freezing = (args.freeze_vision_tower, args.freeze_aligner, args.freeze_llm, args.activation_checkpointing)
     assert (setting, freezing) == ((4, 0.7, 0.9, 0.1, [0.3, 0.7]), (True, False, False, True))
 
-    # The source system's rows: conversations, a video, meta frame budgets, the gold in <answer> tags.
+    # Video-R1's rows: conversations, a video, meta frame budgets, the gold in <answer> tags.
     rows = [
         {"id": i, "video": video, "meta": {"frame_cnts": [10, 10], "min_frames": 4, "max_frames": 8,
                                            "dynamic_sample": True},
@@ -147,7 +147,7 @@ def test_segmentation_points_with_sam2(tmp_path):
         "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
     )  # fmt: skip
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n in trainable)  # adapters only, as in the source system
+    assert trainable and all("lora_" in n for n in trainable)  # adapters only, as in the gradient-fix system
     row = trainer.eval_dataset[0]
     assert (row["image"], row["mask"], row["id"]) == (
         str(tmp_path / "held_out.png"),

@@ -2,7 +2,7 @@
 freezing, last-K LoRA, media cache) and the offline method's own knobs.
 
 Only new fields live here. The schedule, clipping and checkpoint cadence are the Trainer's own arguments; the
-source system's values for them (`lr_scheduler_type: cosine`, `warmup_steps: 0.1`, a ratio when below 1,
+Lever-Plus values for them (`lr_scheduler_type: cosine`, `warmup_steps: 0.1`, a ratio when below 1,
 `max_grad_norm: 1.0` (Trainer's default), `save_strategy: epoch`, `eval_strategy: epoch`) are set in
 `recipes/configs/offline_rce_grpo.yaml`.
 """
@@ -70,7 +70,7 @@ class OfflineGRPOConfig(QwenVLArgs, TrainingArguments):
         default=False,
         metadata={
             "help": "Recompute π_old from the current policy at the start of every GRPO epoch. Off: π_old stays "
-            "the starting policy, as in the source (its SFT model)."
+            "the starting policy, as in Lever-Plus (its SFT model)."
         },
     )
 

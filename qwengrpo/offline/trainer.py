@@ -201,7 +201,7 @@ class OfflineGRPOTrainer(Trainer):
             logger.info("best checkpoint so far: %s (eval KL %.4g)", checkpoint, entry["eval_kl"])
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        """Also saves the offline state and π_old, and records the best checkpoint by the source's rule."""
+        """Also saves the offline state and π_old, and records the best checkpoint by Lever-Plus's rule."""
         checkpoint = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         self._record_evaluation(checkpoint)
         super()._save_checkpoint(model, trial)
