@@ -48,7 +48,7 @@ def prepare_training_args(args) -> None:
     """
     cpu_training_args(args)
     # TRL 1.16 (`trl.models.utils.disable_gradient_checkpointing`) calls transformers' deprecated
-    # `gradient_checkpointing_*` aliases around every generation; drop this once TRL calls `activation_checkpointing_*`.
+    # `gradient_checkpointing_*` aliases around every generation; drop this once TRL calls activation_checkpointing_*.
     warnings.filterwarnings("ignore", r"`(is_)?gradient_checkpointing\w*` is deprecated", FutureWarning)
     if args.gradient_checkpointing is not None and args.activation_checkpointing is None:
         args.activation_checkpointing, args.gradient_checkpointing = args.gradient_checkpointing, None
