@@ -89,11 +89,15 @@ def cache_on_save(model: torch.nn.Module) -> Iterator[None]:
     if config is None:
         yield
         return
-    training, config.use_cache = config.use_cache, True
+    training = config.__dict__.get("use_cache")  # composite VL configs only have it once Trainer has set it
+    config.use_cache = True
     try:
         yield
     finally:
-        config.use_cache = training
+        if training is None:
+            del config.use_cache
+        else:
+            config.use_cache = training
 
 
 def batches(items: list, size: int) -> Iterator[list]:

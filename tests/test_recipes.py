@@ -43,8 +43,8 @@ def test_overrides_are_nested_and_typed():
 
 def test_unknown_recipe_key_is_named(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("model_name_or_path: x\nlearning_rat: 0.1\n")
-    with pytest.raises(ValueError, match=r"unknown keys \['learning_rat'\]"):
+    path.write_text("model_name_or_path: x\ndataset: {format: rows, train: a.jsonl}\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) 'learning_rat' \(did you mean 'learning_rate'\?\)"):
         load_recipe(path)
 
 

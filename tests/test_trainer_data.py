@@ -54,5 +54,5 @@ def test_held_out_rows_get_the_same_checks(tiny_models, media_dir, tmp_path):
         build()
     trainer = build(on_error="skip")
     assert len(trainer.eval_dataset) == 4
-    assert "gone.png" in (tmp_path / "out" / "rejects_eval.jsonl").read_text()
+    assert "gone.png" in (tmp_path / "out" / "rejects.eval.jsonl").read_text()
     assert not (tmp_path / "out" / "rejects.jsonl").read_text().strip()

@@ -37,9 +37,8 @@ def resolve_checkpoint(path: str | Path, choice: str = "final") -> Path:
     if choice not in CHOICES:
         raise ValueError(f"checkpoint choice must be one of {CHOICES}, got {choice!r}")
     if choice == "final":
-        logger.info(
-            "evaluating %s (%s)", path, "a checkpoint" if path.name.startswith("checkpoint-") else "final model"
-        )
+        what = "a checkpoint" if path.name.startswith("checkpoint-") else "the final model"
+        logger.info("evaluating %s (%s)", path, what)
         return path
     record = path / BEST_NAME
     if not record.is_file():
