@@ -192,7 +192,7 @@ def test_segmentation_adapter_checks_masks(tmp_path):
 def test_dotted_path_reward_with_parameters(tmp_path):
     path = tmp_path / "custom.yaml"
     path.write_text(
-        "model_name_or_path: tiny:qwen2_5_vl\n"
+        "model_name_or_path: tiny:qwen2_5_vl\ndataset: {format: rows, train: rows.jsonl}\n"
         "rewards:\n  - {name: helpers.KeywordReward, word: blue, bonus: 0.5, weight: 2.0}\n  - think_answer_format\n"
     )
     recipe = load_recipe(path, [f"output_dir={tmp_path}", "use_cpu=true", "bf16=false", "rewards.0.word=red"])
