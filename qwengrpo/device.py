@@ -8,23 +8,22 @@ one log line saying so.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
-_told: set[str] = set()
 
 
 def has_accelerator() -> bool:
     return torch.accelerator.is_available()
 
 
-def _say_once(what: str) -> None:
-    if what not in _told:
-        _told.add(what)
-        logger.info("no GPU found: %s on the CPU in float32", what)
+@functools.cache  # one log line per process, however many configs and models are built
+def _say_once() -> None:
+    logger.info("no GPU found: running on the CPU in float32")
 
 
 def cpu_training_args(args: Any) -> None:
@@ -32,17 +31,17 @@ def cpu_training_args(args: Any) -> None:
     if has_accelerator():
         return
     args.use_cpu, args.bf16, args.fp16 = True, False, False
-    init = dict(getattr(args, "model_init_kwargs", None) or {})
-    if hasattr(args, "model_init_kwargs") and init.get("dtype", "auto") in _HALF:
+    init = args.model_init_kwargs or {}
+    if init.get("dtype", "auto") in _HALF:
         args.model_init_kwargs = {**init, "dtype": "float32"}
-    _say_once("training")
+    _say_once()
 
 
 def inference_device(device: str | torch.device | None = None, dtype: Any = None) -> tuple[torch.device, Any]:
     """The device to run on (a GPU when there is one) and the dtype to load with (float32 on the CPU)."""
     device = torch.device(device or (torch.accelerator.current_accelerator() if has_accelerator() else "cpu"))
     if device.type == "cpu" and dtype in _HALF:
-        _say_once("inference")
+        _say_once()
         dtype = torch.float32
     return device, dtype
 
