@@ -3,7 +3,7 @@
 Recipes name the settings a GPU run wants (TRL's bf16 default, `dtype: auto` loading a bf16 checkpoint);
 `TrainingArguments` refuses bf16 without a GPU, and bf16 on the CPU is slow where it works at all. Rather
 than asking every user to add `use_cpu=true bf16=false`, the configs and `load_checkpoint` switch here, with
-one log line saying so.
+one log line per process saying so.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ def _say_once() -> None:
 
 
 def cpu_training_args(args: Any) -> None:
-    """Before `TrainingArguments.__post_init__`: on a machine without a GPU, train on the CPU in float32."""
+    """Before `TrainingArguments.__post_init__`: on a machine without a GPU, train in float32 (on the CPU, which
+    Trainer then picks itself). `use_cpu` is left alone: under DeepSpeed it would make accelerate drop DeepSpeed."""
     if has_accelerator():
         return
-    args.use_cpu, args.bf16, args.fp16 = True, False, False
+    args.bf16 = args.fp16 = False
     init = args.model_init_kwargs or {}
     if init.get("dtype", "auto") in _HALF:
         args.model_init_kwargs = {**init, "dtype": "float32"}

@@ -1,9 +1,10 @@
-"""Group-level quality control: Stage-A photo summaries, the Stage-B verdict adapter, missions and labels.
+"""Group-level quality control: Stage-A photo summaries, the Stage-B verdict adapter, missions, labels and verdict
+metrics. The whole flow is in `README.md` beside this file.
 
 ```bash
 qwengrpo stage-a --checkpoint CKPT --images PHOTOS --out outputs/stage_a/train   # one JSONL per mission
-accelerate launch recipes/train.py --config recipes/configs/group_qc_stage_b.yaml  # GRPO on the verdict
-qwengrpo evaluate recipes/configs/group_qc_stage_b.yaml --checkpoint outputs/group_qc_stage_b
+qwengrpo train recipes/configs/group_qc_stage_b.yaml                             # GRPO on the verdict
+qwengrpo evaluate recipes/configs/group_qc_stage_b.yaml                          # held-out verdict metrics
 ```
 """
 
