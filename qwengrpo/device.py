@@ -32,6 +32,7 @@ def cpu_training_args(args: Any) -> None:
     if has_accelerator():
         return
     args.bf16 = args.fp16 = False
+    args.dataloader_pin_memory = False  # pinned host memory is for copies to a GPU; torch warns without one
     init = args.model_init_kwargs or {}
     if init.get("dtype", "auto") in _HALF:
         args.model_init_kwargs = {**init, "dtype": "float32"}

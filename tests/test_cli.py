@@ -123,7 +123,8 @@ def test_every_command_that_takes_a_recipe_takes_set(tmp_path, media_dir, capsys
     assert cli(["preview", str(recipe), *sets, "--split", "eval", "--out", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").exists()
     report = tmp_path / "r.json"
-    assert cli(["evaluate", str(recipe), *sets, "--max-new-tokens", "2", "--report", str(report)]) == 0
+    argv = ["evaluate", str(recipe), *sets, "--checkpoint", "tiny:qwen2_5_vl", "--max-new-tokens", "2"]
+    assert cli([*argv, "--report", str(report)]) == 0
     assert json.loads(report.read_text())["rows"] == 1
     assert cli(["validate", str(recipe), "--set", "on_error=sometimes"]) == 1
     assert "on_error must be one of ['fail', 'skip'], got 'sometimes'" in capsys.readouterr().err
