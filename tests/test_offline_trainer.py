@@ -1,6 +1,5 @@
 """The trainer end to end on the pointer-network example: learning, LR fraction, resume, best checkpoint, CLI."""
 
-import importlib.util
 import json
 from dataclasses import asdict
 from itertools import pairwise
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from recipe_data import ROOT, load_pointer_example
 from transformers import TrainerCallback
 
 from qwengrpo.cli import main as cli
@@ -16,17 +16,7 @@ from qwengrpo.offline import BeamCollator, build_trainer, load_groups, rank_cand
 from qwengrpo.offline.state import BEST_NAME, STATE_NAME, OfflineState
 from qwengrpo.recipe import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("pointer_policy", ROOT / "recipes/examples/pointer_policy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pointer = _load_example()
+pointer = load_pointer_example()
 
 
 def _recipe(paths, out_dir, **overrides):

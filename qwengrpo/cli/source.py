@@ -26,12 +26,16 @@ _FORMAT_KEYS = (
 _HF_SUFFIXES = (".parquet", ".csv", ".arrow")
 
 
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="a recipe YAML (its dataset: section is used) or a data file / dataset folder")
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a recipe value, as for training: max_pixels=401408, dataset.media_root=data (repeatable)",
+        help="override a recipe value: max_steps=10, dataset.train=a.jsonl, rewards.0.weight=0.5 (repeatable)",
     )  # fmt: skip
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a recipe YAML (its dataset: section is used) or a data file / dataset folder")
+    add_set_argument(parser)
     parser.add_argument("--model", help="model or processor folder, hub id or tiny:<family> (default: the recipe's)")
     parser.add_argument("--format", help="adapter for a data file (default: guessed from its first row)")
     parser.add_argument("--media-root", help="folder that relative media paths are resolved against")

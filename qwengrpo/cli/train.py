@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import argparse
 
-
-def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/configs/demo.yaml")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a recipe value: max_steps=10, dataset.train=a.jsonl, rewards.0.weight=0.5 (repeatable)",
-    )  # fmt: skip
+from .source import add_set_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_recipe_arguments(parser)
+    parser.add_argument("recipe", help="recipe YAML, e.g. recipes/configs/demo.yaml")
+    add_set_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
