@@ -149,12 +149,8 @@ def build_tiny_model(
 ) -> Path:
     """Write a tiny random `family` model + tokenizer + processor to `out_dir` and return the path.
 
-    `text_overrides` / `vision_overrides` change the text / vision config (benchmarks use wider, deeper ones).
-
-    >>> import tempfile
-    >>> path = build_tiny_model("qwen2_5_vl", tempfile.mkdtemp())
-    >>> AutoModelForImageTextToText.from_pretrained(path).config.model_type
-    'qwen2_5_vl'
+    `text_overrides` / `vision_overrides` change the text / vision config (benchmarks use wider, deeper ones);
+    `AutoModelForImageTextToText.from_pretrained(out_dir)` loads the result.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
@@ -182,7 +178,12 @@ def build_tiny_model(
 
 
 def build_processor(family: str = "qwen2_5_vl", tokenizer: Qwen2Tokenizer | None = None):
-    """The tiny model's processor (in memory): real processor classes, small default budgets, the tiny tokenizer."""
+    """The tiny model's processor (in memory): real processor classes, small default budgets, the tiny tokenizer.
+
+    >>> processor = build_processor("qwen2_5_vl")
+    >>> type(processor).__name__, processor.image_processor.patch_size
+    ('Qwen2_5_VLProcessor', 14)
+    """
     from transformers import (
         Qwen2_5_VLProcessor,
         Qwen2VLImageProcessor,
