@@ -33,10 +33,16 @@ def cpu_training_args(args: Any) -> None:
         return
     args.bf16 = args.fp16 = False
     args.dataloader_pin_memory = False  # pinned host memory is for copies to a GPU; torch warns without one
-    init = args.model_init_kwargs or {}
-    if init.get("dtype", "auto") in _HALF:
-        args.model_init_kwargs = {**init, "dtype": "float32"}
     _say_once()
+
+
+def model_load_kwargs(init_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments for a model to train (a config's `model_init_kwargs`): a half-precision
+    or `auto` dtype becomes float32 on a machine without a GPU."""
+    kwargs = dict(init_kwargs or {})
+    if not has_accelerator() and kwargs.get("dtype", "auto") in _HALF:
+        kwargs["dtype"] = "float32"
+    return kwargs
 
 
 def inference_device(device: str | torch.device | None = None, dtype: Any = None) -> tuple[torch.device, Any]:

@@ -15,6 +15,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOTrainer
 
 from .config import QwenGRPOConfig
+from .device import model_load_kwargs
 from .inference import cache_on_save
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, VisionCache, strip_media_columns
 from .media.resolver import media_model_inputs
@@ -80,7 +81,7 @@ class QwenGRPOTrainer(GRPOTrainer):
             raise NotImplementedError("QwenGRPOTrainer does not forward media to vLLM yet; set use_vllm=False")
         model_id = model = resolve_model(model) if isinstance(model, str) else model  # tiny:<family> too
         if isinstance(model, str):
-            model = AutoModelForImageTextToText.from_pretrained(model_id, **(args.model_init_kwargs or {}))
+            model = AutoModelForImageTextToText.from_pretrained(model_id, **model_load_kwargs(args.model_init_kwargs))
         if kwargs.get("processing_class") is None:
             path = model_id if isinstance(model_id, str) else model.config._name_or_path
             kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")

@@ -80,7 +80,8 @@ def _grpo(recipe, checkpoint: str, args: argparse.Namespace, is_recipe: bool, re
         raise ValueError(f"{args.source} has no held-out split: add dataset.eval (or --set dataset.eval=FILE)")
     rewards = get_rewards([yaml.safe_load(s) for s in args.reward] or recipe.rewards)
     model, processor = load_checkpoint(checkpoint, args.base, device=args.device)
-    logger.info("evaluating %s on %d held-out rows", checkpoint, len(dataset))
+    what = "the final model" if str(checkpoint) == str(recipe.args.output_dir) else "as given by --checkpoint"
+    logger.info("evaluating %s (%s) on %d held-out rows", checkpoint, what, len(dataset))
     config, rejects = recipe.args, rejects_file(str(rejects_base), "eval")
     budget = MediaBudget.from_args(config)
     try:

@@ -44,12 +44,13 @@ def build_policy(recipe: Recipe) -> tuple[nn.Module, Any]:
         return _import_builder(recipe.policy)(**recipe.policy_kwargs), None
     if recipe.dataset.format != TEXT:
         raise ValueError(f"{recipe.source}: the qwen_vl policy scores text groups; set dataset.format: text")
+    from ..device import model_load_kwargs
     from ..inference import load_policy_model
     from ..media import MediaBudget, MediaResolver
     from .policies import QwenVLPolicy
 
     args = recipe.args
-    model, processor = load_policy_model(recipe.model, args, **(args.model_init_kwargs or {}))
+    model, processor = load_policy_model(recipe.model, args, **model_load_kwargs(args.model_init_kwargs))
     resolver = MediaResolver(
         processor, MediaBudget.from_args(args), max_prompt_tokens=args.max_prompt_tokens,
         cache_bytes=args.media_cache_mb * 2**20,
