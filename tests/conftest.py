@@ -42,9 +42,13 @@ def media_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _wandb_environment_restored():
-    """Training points WANDB_DIR at its run folder, as a user's run wants; no test may hand that to the next."""
+    """Training points WANDB_DIR at its run folder, as a user's run wants, and leaves its W&B run open (Trainer
+    never finishes it); no test may hand either to the next, whose trainer would log into that run."""
     saved = {name: os.environ.get(name) for name in ("WANDB_DIR", "WANDB_MODE")}
     yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
