@@ -1,9 +1,12 @@
 """Does the demo model learn from the pixels? Train once seeing the media and once blind, compare held-out reward.
 
     python benchmarks/learning_proof.py [--steps N]
+    .venv-vllm/bin/python benchmarks/learning_proof.py --vllm   # rollouts sampled by vLLM (colocate)
 
 Prints one JSON line: {"chance": c, "seen": {"start": r0, "end": r1}, "blind": {"start": b0, "end": b1}},
-the mean held-out expected reward before and after GRPO. Seeds are fixed; everything runs on the CPU.
+the mean held-out expected reward before and after GRPO; with `--vllm` also "sampling_logp_diff", the largest
+logged mean |trainer − vLLM| log-prob of the sampled tokens (TRL's importance-sampling check). Seeds are fixed;
+everything runs on the CPU. vLLM's CPU attention needs a text head width of 64, so `--vllm` trains a wider model.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer
 from qwengrpo.demo import CHANCE, allowed_token_generation_kwargs, colour_reward, expected_reward, make_rows
 from qwengrpo.tiny import build_tiny_model
 
+VLLM_WIDTH = {"hidden_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 256}
+DIFF = "sampling/sampling_logp_difference/mean"
 
-def run(root: Path, blind: bool, steps: int, seed: int = 0) -> dict[str, float]:
-    model_dir = build_tiny_model("qwen2_5_vl", root / "model", seed=seed)
+
+def run(root: Path, blind: bool, steps: int, seed: int = 0, vllm: bool = False) -> dict[str, float]:
+    model_dir = build_tiny_model("qwen2_5_vl", root / "model", seed=seed, **(VLLM_WIDTH if vllm else {}))
     tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
     train_rows = make_rows(root / "train", 48, seed=seed, blind=blind)
     held_out = make_rows(root / "held_out", 24, seed=seed + 1, blind=blind)
@@ -48,23 +54,32 @@ def run(root: Path, blind: bool, steps: int, seed: int = 0) -> dict[str, float]:
         use_cpu=True,
         bf16=False,
         seed=seed,
+        use_vllm=vllm,
+        vllm_max_model_length=512,
     )
     trainer = QwenGRPOTrainer(str(model_dir), colour_reward, args=args, train_dataset=Dataset.from_list(train_rows))
     start = expected_reward(trainer.model, trainer.media, held_out)
     trainer.train()
     end = expected_reward(trainer.model, trainer.media, held_out)
-    return {"start": round(start, 4), "end": round(end, 4)}
+    result = {"start": round(start, 4), "end": round(end, 4)}
+    if vllm:
+        result["sampling_logp_diff"] = max(h[DIFF] for h in trainer.state.log_history if DIFF in h)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--vllm", action="store_true", help="sample rollouts with vLLM (colocate) instead of generate")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        seen = run(Path(tmp) / "seen", blind=False, steps=args.steps)
-        blind = run(Path(tmp) / "blind", blind=True, steps=args.steps)
-    print(json.dumps({"chance": round(CHANCE, 4), "seen": seen, "blind": blind}))
+        seen = run(Path(tmp) / "seen", blind=False, steps=args.steps, vllm=args.vllm)
+        blind = run(Path(tmp) / "blind", blind=True, steps=args.steps, vllm=args.vllm)
+    result = {"chance": round(CHANCE, 4), "seen": seen, "blind": blind}
+    if args.vllm:
+        result["sampling_logp_diff"] = max(seen.pop("sampling_logp_diff"), blind.pop("sampling_logp_diff"))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

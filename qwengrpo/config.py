@@ -7,11 +7,11 @@ are declared once and shared with the offline trainer's config, so every recipe 
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from ._upstream import quiet_checkpointing_aliases
 from .device import cpu_training_args
 from .media.budget import Budgets
 
@@ -47,9 +47,7 @@ def prepare_training_args(args) -> None:
     its current name, `activation_checkpointing`, so that no run prints transformers' deprecation warnings.
     """
     cpu_training_args(args)
-    # TRL 1.16 (`trl.models.utils.disable_gradient_checkpointing`) calls transformers' deprecated
-    # `gradient_checkpointing_*` aliases around every generation; drop this once TRL calls activation_checkpointing_*.
-    warnings.filterwarnings("ignore", r"`(is_)?gradient_checkpointing\w*` is deprecated", FutureWarning)
+    quiet_checkpointing_aliases()
     if args.gradient_checkpointing is not None and args.activation_checkpointing is None:
         args.activation_checkpointing, args.gradient_checkpointing = args.gradient_checkpointing, None
     if args.gradient_checkpointing_kwargs is not None and args.activation_checkpointing_kwargs is None:

@@ -100,9 +100,13 @@ def colour_tokens(tokenizer) -> dict[str, int]:
 
 
 def allowed_token_generation_kwargs(tokenizer) -> dict:
-    """Sample only colour words (then end of turn), so every completion is a guess among the three."""
-    keep = set(colour_tokens(tokenizer).values()) | {tokenizer.convert_tokens_to_ids("<|im_end|>")}
-    return {"suppress_tokens": [i for i in range(len(tokenizer)) if i not in keep], "min_new_tokens": 1}
+    """Sample only the colour words, so every completion is a guess among the three.
+
+    A fixed set (no end-of-turn, no `min_new_tokens`): the trainer excludes the same tokens from the policy's own
+    head, so its log-probs and every sampler's (transformers or vLLM) describe one distribution.
+    """
+    keep = set(colour_tokens(tokenizer).values())
+    return {"suppress_tokens": [i for i in range(len(tokenizer)) if i not in keep]}
 
 
 def colour_reward(completions: list, answer: list[str], **kwargs) -> list[float]:

@@ -13,20 +13,27 @@ import torch
 from accelerate.utils import gather_object
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOTrainer
+from trl.extras.profiling import profiling_context
 
+from ._upstream import fix_rope_index
 from .config import QwenGRPOConfig
 from .device import model_load_kwargs
 from .inference import cache_on_save
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, RowMedia, VisionCache, strip_media_columns
 from .media.resolver import media_model_inputs
 from .models import (
+    DeferredEncoding,
     apply_tuning,
+    dummy_vision_forward,
     load_full_weights,
     mm_token_type_ids,
+    suppress_in_head,
     sync_vision_calls,
     vision_calls_skipped,
+    vision_token_ids,
     vision_tower,
 )
+from .models.families import check_vllm_family
 from .rewards import check_reward_columns
 from .sampler import EpochRepeatSampler
 from .tiny import resolve_model
@@ -77,27 +84,48 @@ class QwenGRPOTrainer(GRPOTrainer):
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
         args = args or QwenGRPOConfig(output_dir="outputs/qwengrpo")
-        if args.use_vllm:
-            raise NotImplementedError("QwenGRPOTrainer does not forward media to vLLM yet; set use_vllm=False")
         model_id = model = resolve_model(model) if isinstance(model, str) else model  # tiny:<family> too
         if isinstance(model, str):
             model = AutoModelForImageTextToText.from_pretrained(model_id, **model_load_kwargs(args.model_init_kwargs))
+        if args.use_vllm:
+            check_vllm_family(model.config.model_type)
+            if args.vllm_enable_sleep_mode:
+                raise ValueError("vllm_enable_sleep_mode is not supported by qwengrpo's vLLM rollouts yet")
         if kwargs.get("processing_class") is None:
             path = model_id if isinstance(model_id, str) else model.config._name_or_path
             kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")
         if args.lora_last_k or kwargs.get("peft_config") is None:
             model = apply_tuning(model, args)
+        # The policy is the model with vision placeholders (and any `suppress_tokens`) excluded from its own head,
+        # so every sampler and every log-prob pass see one distribution (`qwengrpo.models.suppress`).
+        user = (args.generation_kwargs or {}).get("suppress_tokens", ())
+        suppress = sorted({*vision_token_ids(model.config), *user})
+        suppress_in_head(model, suppress)
+        fix_rope_index(model)
+        self._rollout = self._start_vllm(model, args, suppress, kwargs) if args.use_vllm else None
+        self._max_prompt_tokens = self._prompt_limit(args)
         dataset = kwargs.get("train_dataset")
         if dataset is not None and getattr(dataset, "column_names", None) is not None:
             # A missing gold column must fail here, not after the first generation batch.
             funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
             check_reward_columns(funcs, [*dataset.column_names, "media"])
             if args.validate_data != "off" and kwargs.get("processing_class") is not None:
-                kwargs["train_dataset"] = self._validated(dataset, kwargs["processing_class"], args)
+                limit = self._max_prompt_tokens
+                kwargs["train_dataset"] = self._validated(dataset, kwargs["processing_class"], args, limit)
                 evals = kwargs.get("eval_dataset")
                 if getattr(evals, "column_names", None) is not None:  # a held-out row gets the same checks
-                    kwargs["eval_dataset"] = self._validated(evals, kwargs["processing_class"], args, split="eval")
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+                    kwargs["eval_dataset"] = self._validated(evals, kwargs["processing_class"], args, limit, "eval")
+        # TRL's own vLLM backend sends images only (no video, no encoder outputs); ours is attached below.
+        use_vllm, args.use_vllm = args.use_vllm, False
+        try:
+            with _reference_like_policy(suppress):
+                super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        finally:
+            args.use_vllm = use_vllm
+        if self._rollout is not None:
+            self.use_vllm, self._last_loaded_step = True, -1
+            self._rollout.attach(self.accelerator.unwrap_model(self.model))
+            self.vllm_generation = self._rollout
         self._sync_vision = self.is_deepspeed_enabled or self.is_fsdp_enabled
         if self._sync_vision:
             # A rank without images or videos must still call the sharded vision tower (models/sync.py).
@@ -119,7 +147,7 @@ class QwenGRPOTrainer(GRPOTrainer):
         self.media = MediaResolver(
             self.processing_class,
             MediaBudget.from_args(args),
-            max_prompt_tokens=args.max_prompt_tokens,
+            max_prompt_tokens=self._max_prompt_tokens,
             chat_template_kwargs=self.chat_template_kwargs,
             cache_bytes=args.media_cache_mb * 2**20,
             dedup=args.media_dedup,
@@ -134,8 +162,34 @@ class QwenGRPOTrainer(GRPOTrainer):
         self._wandb_callback = use_safe_wandb(self.callback_handler)
         self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
 
+    def _start_vllm(self, model, args: QwenGRPOConfig, suppress: list[int], kwargs: dict):
+        """Start (or reach) vLLM before the data checks, which must hold every row to its limits."""
+        from .rollout import VLLMRollout, check_media_limits, media_counts
+
+        datasets = {"train": kwargs.get("train_dataset"), "eval": kwargs.get("eval_dataset")}
+        rollout = VLLMRollout(
+            model.config._name_or_path, model.config.model_type, model.dtype, args, suppress,
+            media_counts(datasets.values()),
+        )  # fmt: skip
+        for split, dataset in datasets.items():
+            if dataset is not None:
+                check_media_limits(dataset, rollout.limits, split)
+        return rollout
+
+    def _prompt_limit(self, args: QwenGRPOConfig) -> int | None:
+        """Prompt tokens a row may have: `max_prompt_tokens`, and what vLLM's context leaves for the completion."""
+        limits = [args.max_prompt_tokens]
+        if self._rollout is not None:
+            room = self._rollout.max_model_len - args.max_completion_length
+            logger.info(
+                "vLLM: prompts are limited to %d tokens (max_model_len %d - max_completion_length %d)",
+                room, self._rollout.max_model_len, args.max_completion_length,
+            )  # fmt: skip
+            limits.append(room)
+        return min((n for n in limits if n is not None), default=None)
+
     @staticmethod
-    def _validated(dataset, processor, args: QwenGRPOConfig, split: str = "train"):
+    def _validated(dataset, processor, args: QwenGRPOConfig, max_prompt_tokens: int | None, split: str = "train"):
         """Every row checked before step 1; bad rows fail the run or are skipped into the rejects file."""
         from accelerate import PartialState
 
@@ -146,7 +200,7 @@ class QwenGRPOTrainer(GRPOTrainer):
             dataset,
             processor,
             MediaBudget.from_args(args),
-            max_prompt_tokens=args.max_prompt_tokens,
+            max_prompt_tokens=max_prompt_tokens,
             decode=args.validate_data == "decode",
             on_error=args.on_error,
             # Every rank validates the same rows; only the main process writes the rejects file.
@@ -181,7 +235,9 @@ class QwenGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._batch_rows = inputs
         self._batch_media = self.media.resolve(inputs)
-        self._generation_vision = VisionCache(self.processing_class) if self.args.vision_encode_once else None
+        # vLLM is always handed encoder outputs, so its rollouts encode each distinct medium once regardless.
+        once = self.args.vision_encode_once or self.use_vllm
+        self._generation_vision = VisionCache(self.processing_class) if once else None
         if self._generation_vision is not None:
             self._vision_by_mode["train" if self.model.training else "eval"] = self._generation_vision
         stripped = [
@@ -205,6 +261,8 @@ class QwenGRPOTrainer(GRPOTrainer):
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, Any]]:
         rows = self._batch_media
+        if self.use_vllm:  # vLLM takes the encoder outputs (`_generate_single_turn`), not processor tensors
+            return [r.prompt_ids for r in rows], None, {}
         fields: dict[str, Any] = media_model_inputs(
             self.processing_class, rows, pixels=self._generation_vision is None
         )
@@ -242,10 +300,32 @@ class QwenGRPOTrainer(GRPOTrainer):
         finally:
             del model._prepare_multimodal_encoder_kwargs_for_generation
 
-    def _encode(self, vision: VisionCache, model, rows: list[RowMedia]) -> None:
+    def _encode(self, vision: VisionCache, model, rows: list[RowMedia], *, every_kind: bool = False) -> None:
+        """Encode `rows`' media not in `vision` yet. `every_kind`: also call the tower for a kind this rank lacks
+        when ranks must call it alike (DeepSpeed/FSDP) and no forward follows to make the stand-in call."""
         before = vision.patches
-        vision.encode(model, rows)
+        for kind, attr in (("image", "images"), ("video", "videos")):
+            if any(getattr(r, attr) for r in rows):
+                vision.encode(model, rows, kinds=(kind,))
+            elif every_kind and self._sync_vision:
+                dummy_vision_forward(vision_tower(model))
         self.vision_patches += vision.patches - before
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if not self.use_vllm:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        if self.state.global_step != self._last_loaded_step:
+            with profiling_context(self, "sync_weights"):
+                self.vllm_generation.sync_weights()
+            self._last_loaded_step = self.state.global_step
+        model = self.accelerator.unwrap_model(self.model)
+        model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        with torch.no_grad(), self.accelerator.autocast():
+            self._encode(self._generation_vision, model, self._batch_media, every_kind=True)
+        with profiling_context(self, "vLLM.generate"):
+            return self.vllm_generation.generate(self._batch_media, self._generation_vision)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         inputs = [
@@ -289,6 +369,8 @@ class QwenGRPOTrainer(GRPOTrainer):
             labels[:, :-logits_to_keep] = -100
             with self.accelerator.autocast(), self._stand_ins_off(model):
                 outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+            if isinstance(deferred := model_inputs.get("mm_encoder_outputs"), DeferredEncoding):
+                self.vision_patches += deferred.vision.patches  # a fresh cache, encoded in that forward
             logps.append(outputs.log_probs[:, -logits_to_keep:])
             if compute_entropy:
                 entropies.append(outputs.entropy[:, -logits_to_keep:])
@@ -301,8 +383,8 @@ class QwenGRPOTrainer(GRPOTrainer):
         )
 
     def _media_inputs(self, model, rows: list[RowMedia], device) -> dict[str, Any]:
-        """One forward's media: pixel tensors, or encoder outputs encoded right before it (once per distinct
-        medium, one tower call per kind, as rank-synchronised tower calls need) or reused from generation."""
+        """One forward's media: pixel tensors, or encoder outputs (once per distinct medium, one tower call per
+        kind) encoded for it or reused from generation."""
         if not self.args.vision_encode_once:
             return self.media.model_inputs(rows, device)
         mode = "train" if model.training else "eval"
@@ -310,11 +392,17 @@ class QwenGRPOTrainer(GRPOTrainer):
             vision = self._vision_by_mode[mode]  # only a medium it lacks is encoded (none in the usual flow)
         else:
             vision = VisionCache(self.processing_class)
+        unwrapped = self.accelerator.unwrap_model(model)
+        if self._sync_vision and not self._reuse_vision:
+            # Encoded inside the forward, where every rank makes its tower calls in one order (models/sync.py).
+            inputs = media_model_inputs(self.processing_class, rows, device, pixels=False)
+            base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+            inputs["mm_encoder_outputs"] = DeferredEncoding(vision, base, rows, device)
+            return inputs
         with self.accelerator.autocast():
-            self._encode(vision, self.accelerator.unwrap_model(model), rows)
+            self._encode(vision, unwrapped, rows)
         inputs = vision.model_inputs(rows, device)
-        if self._sync_vision:
-            # Pre-encoded on every rank, media or not, so stand-in tower calls happen at the same point everywhere.
+        if self._sync_vision:  # reused outputs: no rank calls the tower in this pass (`_stand_ins_off`)
             inputs.setdefault("mm_encoder_outputs", {})
         return inputs
 
@@ -326,3 +414,24 @@ class QwenGRPOTrainer(GRPOTrainer):
                 yield
         else:
             yield
+
+
+@contextmanager
+def _reference_like_policy(suppress: list[int]) -> Iterator[None]:
+    """TRL builds the reference model (a full copy, when β > 0 without PEFT) and shards it inside its `__init__`;
+    it must score the same restricted distribution, with the same positions, as the policy."""
+    import trl.trainer.grpo_trainer as grpo
+
+    build = grpo.create_model_from_path
+
+    def build_reference(*args, **kwargs):
+        model = build(*args, **kwargs)
+        suppress_in_head(model, suppress)
+        fix_rope_index(model)
+        return model
+
+    grpo.create_model_from_path = build_reference
+    try:
+        yield
+    finally:
+        grpo.create_model_from_path = build

@@ -97,7 +97,8 @@ class Evidence(TrainerCallback):
             "world_size": accelerator.num_processes,
             "distributed_type": str(accelerator.distributed_type).split(".")[-1],
             "loss": logs["loss"],
-            "reward": logs["reward"],
+            "reward": logs.get("reward"),  # absent on steps that reuse a generation batch
+            "sampling_diff": logs.get("sampling/sampling_logp_difference/mean"),  # vLLM runs only
         }
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -127,3 +127,4 @@ def demo(tmp: Path, media: Path) -> list[str]:
 
 DATA = {f.__name__: f for f in (image_reasoning, grounding, video_qa, segmentation_points, group_qc_stage_b,
                                   offline_rce_grpo, offline_pointer_beams, demo)}  # fmt: skip
+DATA |= {"video_qa_vllm_colocate": video_qa, "video_qa_vllm_server": video_qa}  # video QA with vLLM rollouts

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from factories import make_trainer
 from helpers import IMG, VID, user
-from test_trainer import make_trainer
 
 from qwengrpo.media import decode_video, load_image, split_row
 

@@ -7,6 +7,7 @@ themselves), no smaller batches, generations, completion lengths or budgets.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -27,6 +28,13 @@ MODELS = {
     "offline_rce_grpo": DEEP,  # lora_last_k: 8
     "segmentation_points": DEEP,  # lora_last_k: 8
     "video_qa": "tiny:qwen2_5_vl",
+    "video_qa_vllm_colocate": "tiny:qwen2_5_vl",
+    "video_qa_vllm_server": "tiny:qwen2_5_vl",
+}
+# What a recipe needs beyond this environment (the vLLM ones run in tests/vllm_suite's environment).
+NEEDS = {
+    "video_qa_vllm_colocate": "vLLM (`make install-vllm`)",
+    "video_qa_vllm_server": "a running `qwengrpo vllm-serve`",
 }
 
 
@@ -38,11 +46,13 @@ def deep_tiny(tmp_path_factory) -> Path:
 
 
 def test_every_recipe_has_test_data():
-    assert {p.stem for p in RECIPES} == set(DATA) == set(MODELS)
+    assert {p.stem for p in RECIPES} == set(DATA) == set(MODELS) and set(NEEDS) <= set(MODELS)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_shipped_recipe_runs_as_written(path, tmp_path, media_dir, deep_tiny, monkeypatch):
+    if path.stem in NEEDS and (path.stem.endswith("server") or importlib.util.find_spec("vllm") is None):
+        pytest.skip(f"needs {NEEDS[path.stem]}")
     monkeypatch.chdir(ROOT)  # paths in recipes (the pointer policy example) are relative to the checkout
     monkeypatch.setenv("WANDB_MODE", "disabled")  # `report_to: [wandb]` stays; nothing is written
     out = tmp_path / "out"

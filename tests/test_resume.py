@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from factories import make_trainer, snapshot
 from helpers import rows_for
-from test_trainer import make_trainer, snapshot
 from transformers import Trainer
 
 TIMING = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second"}

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import wandb
+from factories import make_trainer
 from helpers import IMG, VID, length_reward, rows_for, user
 from PIL import Image
-from test_trainer import make_trainer
 from trl import GRPOTrainer
 from wandb_files import history, table_artifacts
 

@@ -4,42 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from datasets import Dataset
+from factories import make_trainer, snapshot
 from helpers import length_reward, rows_for
 
-from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer
 from qwengrpo.models import vision_tower
 from qwengrpo.tiny import FAMILIES
-
-
-def make_trainer(model_path, rows, tmp_path, reward_funcs=length_reward, **overrides) -> QwenGRPOTrainer:
-    args = {
-        "output_dir": str(tmp_path / "out"),
-        "per_device_train_batch_size": 2 * len(rows),
-        "num_generations": 2,
-        "max_completion_length": 6,
-        "max_steps": 2,
-        "learning_rate": 0.05,
-        "report_to": "none",
-        "save_strategy": "no",
-        "use_cpu": True,
-        "bf16": False,  # exact float32 comparisons; TRL defaults to bf16 autocast even on CPU
-        "max_pixels": 28 * 28 * 4,
-        "video_max_pixels": 28 * 28 * 2,
-        "video_max_frames": 4,
-        "seed": 0,
-        **overrides,
-    }
-    return QwenGRPOTrainer(
-        model=str(model_path),
-        reward_funcs=reward_funcs,
-        args=QwenGRPOConfig(**args),
-        train_dataset=Dataset.from_list(rows),
-    )
-
-
-def snapshot(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize("modality", ["image", "multi_image", "video", "mixed"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from factories import make_trainer
 from helpers import IMG, rows_for, user
-from test_trainer import make_trainer
 
 from qwengrpo.media import MediaBudget, split_row
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from factories import make_trainer
 from helpers import rows_for
-from test_trainer import make_trainer
 
 from qwengrpo.rewards import get_reward
 

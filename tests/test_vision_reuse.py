@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from factories import make_trainer
 from helpers import IMG, VID, user
-from test_trainer import make_trainer
 
 from qwengrpo.models import vision_tower
 from qwengrpo.tiny import FAMILIES

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("qwengrpo.cli.evaluate", "score a trained model on the held-out split: JSON report and tables"),
     "stage-a": ("qwengrpo.cli.stage_a", "group QC: summarise every photo of every group, per mission"),
     "tiny": ("qwengrpo.cli.tiny", "write a tiny random Qwen-VL model folder (tests, trying a recipe on a CPU)"),
+    "vllm-serve": ("qwengrpo.rollout.server", "serve vLLM rollouts (images and video) to trainers over HTTP"),
 }
 
 

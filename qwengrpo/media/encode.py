@@ -31,9 +31,9 @@ class VisionCache:
     def __len__(self) -> int:
         return len(self._store)
 
-    def encode(self, model: torch.nn.Module, rows: list[RowMedia]) -> None:
-        """Encode every medium of `rows` not encoded yet: one batched encoder call per kind."""
-        for kind in ("image", "video"):
+    def encode(self, model: torch.nn.Module, rows: list[RowMedia], kinds: tuple[str, ...] = ("image", "video")):
+        """Encode every medium of `rows` (of `kinds`) not encoded yet: one batched encoder call per kind."""
+        for kind in kinds:
             todo: dict[int, Processed] = {}
             for row in rows:
                 for p in row.images if kind == "image" else row.videos:

@@ -47,6 +47,8 @@ class RowMedia:
 
     prompt: list[dict]  # the row's messages with bare media placeholders: cheap to log, pickle and gather
     prompt_ids: list[int]
+    # One placeholder token per medium (the chat template's own output): what vLLM expands itself.
+    template_ids: list[int] = field(default_factory=list)
     images: list[Processed] = field(default_factory=list)
     videos: list[Processed] = field(default_factory=list)
     info: list[dict[str, Any]] = field(default_factory=list)  # per placeholder, prompt order
@@ -184,11 +186,12 @@ class MediaResolver:
         )
         images = [p for p in processed if p.kind == "image"]
         videos = [p for p in processed if p.kind == "video"]
+        template_ids = ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
         if images or videos:
             (text,), _ = self.processor.get_text_with_replacements(
                 [text], [p.replacement for p in images], [p.replacement for p in videos]
             )
-        ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
         if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
             n_vision = sum(int(p.grid_thw.prod()) // self.processor.image_processor.merge_size**2 for p in processed)
             raise MediaError(
@@ -196,7 +199,7 @@ class MediaResolver:
                 f"max_prompt_tokens={self.max_prompt_tokens}; lower the pixel/frame budget or shorten the text "
                 "(vision spans are never truncated)"
             )
-        return RowMedia(prompt, ids, images, videos, [p.info for p in processed])
+        return RowMedia(prompt, ids, template_ids, images, videos, [p.info for p in processed])
 
 
 def media_model_inputs(

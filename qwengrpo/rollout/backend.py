@@ -1,0 +1,138 @@
+"""`VLLMRollout`: what the trainer calls to sample with vLLM, in colocate or server mode.
+
+Colocate: every training process runs its own vLLM engine on its own rows. Server: the main process gathers every
+rank's requests, sends them to `qwengrpo vllm-serve` in one call and hands each rank its share back, as TRL does.
+Either way vLLM gets the trainer's encoder outputs (`requests.py`) and, after each optimizer step, the groups of
+weights that changed (`weights.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from accelerate.utils import broadcast_object_list, gather_object
+
+from ..media import RowMedia, VisionCache
+from .engine import EngineConfig, Sampled, VLLMEngine
+from .requests import build_requests, check_prompt_ids
+from .weights import PolicyWeights
+
+logger = logging.getLogger(__name__)
+
+# vLLM clamps logit biases to ±100; e^-100 is below float32's resolution next to any allowed token.
+_VLLM_SUPPRESS = -100.0
+# transformers' `generate` names for settings vLLM spells differently; everything else goes to vLLM as is.
+_HF_TO_VLLM = {"min_new_tokens": "min_tokens"}
+
+
+class VLLMRollout:
+    """Started before the trainer (so its limits can be checked against every row before step 1), given the
+    training model once TRL has wrapped it (`attach`)."""
+
+    def __init__(self, model_path: str, model_type: str, dtype: torch.dtype, args: Any, suppressed: list[int],
+                 max_media: dict[str, int]) -> None:  # fmt: skip
+        from accelerate import PartialState
+
+        self.state = PartialState()
+        self.mode = args.vllm_mode
+        self.sampling = sampling_kwargs(args, suppressed)
+        self.weights: PolicyWeights | None = None
+        self.engine: Any = None
+        if self.mode == "colocate":
+            if args.vllm_tensor_parallel_size != 1:
+                raise ValueError(
+                    "vllm_tensor_parallel_size > 1 needs vllm_mode='server' (`qwengrpo vllm-serve "
+                    "--tensor-parallel-size N` on GPUs of their own)"
+                )
+            self.engine = VLLMEngine(
+                EngineConfig(
+                    model=model_path, model_type=model_type, dtype=str(dtype).removeprefix("torch."),
+                    max_model_len=args.vllm_max_model_length, gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+                    max_num_seqs=args.per_device_train_batch_size * args.steps_per_generation,
+                    max_images=max(1, max_media.get("image", 0)), max_videos=max(1, max_media.get("video", 0)),
+                    seed=self.state.process_index, enforce_eager=self.state.device.type == "cpu",
+                    model_impl=args.vllm_model_impl,
+                ),
+                in_process=True,
+            )  # fmt: skip
+            info = self.engine.info()
+        elif self.mode == "server":
+            from .client import ServerEngine
+
+            url = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
+            info = None
+            if self.state.is_main_process:
+                self.engine = ServerEngine(url, args.vllm_server_timeout)
+                info = self.engine.info
+                if (served := info["model_type"]) != model_type:
+                    raise ValueError(f"the vLLM server at {url} serves {served}; the trainer trains {model_type}")
+            info = _broadcast(info)
+        else:
+            raise ValueError(f"vllm_mode must be 'colocate' or 'server', got {self.mode!r}")
+        self.max_model_len: int = info["max_model_len"]
+        self.limits: dict[str, int | None] = info["limits"]
+
+    def attach(self, model: torch.nn.Module) -> None:
+        """The unwrapped training model (PEFT or not) whose changing weights follow it into vLLM."""
+        self.weights = PolicyWeights(model)
+        logger.info(
+            "vLLM rollouts (%s): %d weight groups follow the policy (%d tensors), max_model_len %d",
+            self.mode, len(self.weights.groups), len(self.weights), self.max_model_len,
+        )  # fmt: skip
+
+    def sync_weights(self) -> None:
+        """Send the groups the optimizer can change; every rank takes part (ZeRO-3 gathers them)."""
+        for group in self.weights.iter_groups():
+            if self.engine is not None:
+                self.engine.load_weights(group)
+        if self.mode == "server":
+            self.state.wait_for_everyone()  # no rank samples before the server has the new weights
+
+    def generate(self, rows: list[RowMedia], vision: VisionCache) -> tuple[list[list[int]], list[list[float]]]:
+        """Completion ids and their sampling log-probs, one per row, in row order (a prompt's G copies sampled as
+        one request with n = G)."""
+        requests = build_requests(rows, vision)
+        if self.mode == "colocate":
+            sampled = self.engine.generate(requests, self.sampling)
+        else:
+            sampled = self._generate_on_server(requests)
+        check_prompt_ids(requests, [s.prompt_ids for s in sampled])
+        completions = [c for s in sampled for c in s.completions]
+        logprobs = [lp for s in sampled for lp in s.logprobs]
+        return completions, logprobs
+
+    def _generate_on_server(self, requests: list) -> list[Sampled]:
+        counts = gather_object([len(requests)])
+        everything = gather_object(requests)
+        answer = self.engine.generate(everything, self.sampling) if self.state.is_main_process else None
+        answer = _broadcast(answer)
+        start = sum(counts[: self.state.process_index])
+        return answer[start : start + len(requests)]
+
+
+def sampling_kwargs(args: Any, suppressed: list[int]) -> dict[str, Any]:
+    """vLLM `SamplingParams` fields from the trainer's sampling settings, vision and user-suppressed tokens out."""
+    kwargs: dict[str, Any] = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "min_p": args.min_p or 0.0,
+        "repetition_penalty": args.repetition_penalty,
+        "max_tokens": args.max_completion_length,
+        "logprobs": 0,  # the sampled token's log-prob, for the importance-sampling correction
+        "logit_bias": dict.fromkeys(suppressed, _VLLM_SUPPRESS),
+    }
+    if args.vllm_structured_outputs_regex is not None:
+        kwargs["structured_outputs_regex"] = args.vllm_structured_outputs_regex
+    for key, value in (args.generation_kwargs or {}).items():
+        if key != "suppress_tokens":  # already in `suppressed`, as the policy's own head excludes them
+            kwargs[_HF_TO_VLLM.get(key, key)] = value
+    return kwargs
+
+
+def _broadcast(obj: Any) -> Any:
+    box = [obj]
+    broadcast_object_list(box, from_process=0)
+    return box[0]

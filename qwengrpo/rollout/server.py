@@ -1,0 +1,103 @@
+"""`qwengrpo vllm-serve`: a vLLM engine behind four HTTP endpoints, for trainers on other GPUs or machines.
+
+    qwengrpo vllm-serve --model Qwen/Qwen2.5-VL-3B-Instruct --port 8000
+
+`GET /health`, `GET /info` (model, `max_model_len`, media per prompt), `POST /generate` (requests with the trainer's
+encoder outputs, sampling settings) and `POST /weights` (named tensors, loaded in place). Bodies are
+`qwengrpo.rollout.wire` messages; one request runs at a time. It binds 127.0.0.1 unless told otherwise: anyone who
+can reach the port can replace the model's weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .engine import EngineConfig, VLLMEngine
+from .requests import RolloutRequest
+from .wire import pack, unpack
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint folder or hub id (the trainer's starting model)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--dtype", default="auto", help="weights dtype, e.g. bfloat16; must match the trainer's")
+    parser.add_argument("--max-model-len", type=int, default=None, help="prompt + completion tokens per sequence")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    parser.add_argument("--tensor-parallel-size", type=int, default=1)
+    parser.add_argument("--max-images", type=int, default=4, help="images per prompt (Qwen3-VL only)")
+    parser.add_argument("--max-videos", type=int, default=1, help="videos per prompt (Qwen3-VL only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs (faster start, slower decode)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(args.model).model_type
+    engine = VLLMEngine(
+        EngineConfig(
+            model=args.model, model_type=model_type, dtype=args.dtype, max_model_len=args.max_model_len,
+            gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
+            max_images=args.max_images, max_videos=args.max_videos, seed=args.seed, enforce_eager=args.enforce_eager,
+        ),
+        in_process=False,
+    )  # fmt: skip
+    server = ThreadingHTTPServer((args.host, args.port), _handler(engine))
+    logger.info("vLLM server for %s listening on http://%s:%d", args.model, args.host, server.server_address[1])
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _handler(engine: VLLMEngine) -> type[BaseHTTPRequestHandler]:
+    lock = threading.Lock()  # vLLM's offline engine serves one call at a time
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/health":
+                self._reply(b"ok", "text/plain")
+            elif self.path == "/info":
+                self._reply(json.dumps(engine.info()).encode(), "application/json")
+            else:
+                self.send_error(HTTPStatus.NOT_FOUND)
+
+        def do_POST(self) -> None:
+            body = unpack(self.rfile.read(int(self.headers["Content-Length"])))
+            try:
+                with lock:
+                    if self.path == "/generate":
+                        requests = [RolloutRequest(**r) for r in body["requests"]]
+                        answer = [vars(s) for s in engine.generate(requests, body["sampling"])]
+                        self._reply(pack(answer), "application/octet-stream")
+                    elif self.path == "/weights":
+                        engine.load_weights(zip(body["names"], body["tensors"], strict=True))
+                        self._reply(b"ok", "text/plain")
+                    else:
+                        self.send_error(HTTPStatus.NOT_FOUND)
+            except Exception as exc:  # the trainer gets the reason, the server keeps serving
+                logger.exception("%s failed", self.path)
+                self._reply(f"{type(exc).__name__}: {exc}".encode(), "text/plain", HTTPStatus.INTERNAL_SERVER_ERROR)
+
+        def _reply(self, data: bytes, kind: str, status: HTTPStatus = HTTPStatus.OK) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args) -> None:
+            logger.debug(format, *args)
+
+    return Handler
