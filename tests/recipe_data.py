@@ -16,6 +16,8 @@ from datasets import Dataset, DatasetDict, Features, Image, List, Value
 from helpers import build_tiny_sam2
 from PIL import Image as PILImage
 
+from qwengrpo.cli import main as cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -128,3 +130,21 @@ def demo(tmp: Path, media: Path) -> list[str]:
 DATA = {f.__name__: f for f in (image_reasoning, grounding, video_qa, segmentation_points, group_qc_stage_b,
                                   offline_rce_grpo, offline_pointer_beams, demo)}  # fmt: skip
 DATA |= {"video_qa_vllm_colocate": video_qa, "video_qa_vllm_server": video_qa}  # video QA with vLLM rollouts
+
+
+def run_as_written(name: str, model: str | Path | None, tmp_path: Path, media_dir: Path, monkeypatch) -> Path:
+    """`qwengrpo train recipes/configs/<name>.yaml` with only the model, data paths, output folder and max_steps
+    set; returns the output folder after checking that a model was saved there."""
+    monkeypatch.chdir(ROOT)  # paths in recipes (the pointer policy example) are relative to the checkout
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # `report_to: [wandb]` stays; nothing is written
+    out = tmp_path / "out"
+    sets = [*DATA[name](tmp_path, media_dir), f"output_dir={out}", "max_steps=1"]
+    if model is not None:
+        sets.append(f"model_name_or_path={model}")
+    recipe = ROOT / "recipes" / "configs" / f"{name}.yaml"
+    assert cli(["train", str(recipe), *[a for s in sets for a in ("--set", s)]]) == 0
+    saved = {p.name for p in out.glob("*.safetensors")}
+    assert saved & {"model.safetensors", "adapter_model.safetensors"}, saved
+    for state in out.glob("checkpoint-*/trainer_state.json"):
+        assert json.loads(state.read_text())["global_step"] == 1
+    return out

@@ -8,11 +8,10 @@ themselves), no smaller batches, generations, completion lengths or budgets.
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
-from recipe_data import DATA, ROOT
+from recipe_data import DATA, ROOT, run_as_written
 
 from qwengrpo.cli import main as cli
 
@@ -33,7 +32,7 @@ MODELS = {
 }
 # What a recipe needs beyond this environment (the vLLM ones run in tests/vllm_suite's environment).
 NEEDS = {
-    "video_qa_vllm_colocate": "vLLM (`make install-vllm`)",
+    "video_qa_vllm_colocate": "vLLM (tests/vllm_suite/test_vllm_recipes.py runs it there)",
     "video_qa_vllm_server": "a running `qwengrpo vllm-serve`",
 }
 
@@ -53,19 +52,5 @@ def test_every_recipe_has_test_data():
 def test_every_shipped_recipe_runs_as_written(path, tmp_path, media_dir, deep_tiny, monkeypatch):
     if path.stem in NEEDS and (path.stem.endswith("server") or importlib.util.find_spec("vllm") is None):
         pytest.skip(f"needs {NEEDS[path.stem]}")
-    monkeypatch.chdir(ROOT)  # paths in recipes (the pointer policy example) are relative to the checkout
-    monkeypatch.setenv("WANDB_MODE", "disabled")  # `report_to: [wandb]` stays; nothing is written
-    out = tmp_path / "out"
-    sets = [*DATA[path.stem](tmp_path, media_dir), f"output_dir={out}", "max_steps=1"]
-    if (model := MODELS[path.stem]) is not None:
-        sets.append(f"model_name_or_path={deep_tiny if model == DEEP else model}")
-    assert cli(["train", str(path), *[a for s in sets for a in ("--set", s)]]) == 0
-    saved = {p.name for p in out.glob("*.safetensors")}
-    assert saved & {"model.safetensors", "adapter_model.safetensors"}, saved
-    state = (
-        json.loads(next(out.glob("checkpoint-*/trainer_state.json")).read_text())
-        if any(out.glob("checkpoint-*"))
-        else None
-    )
-    if state is not None:
-        assert state["global_step"] == 1
+    model = MODELS[path.stem]
+    run_as_written(path.stem, deep_tiny if model == DEEP else model, tmp_path, media_dir, monkeypatch)
