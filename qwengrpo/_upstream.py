@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import types
+import warnings
 
 import torch
 from torch import nn
@@ -69,3 +70,11 @@ def fix_rope_index(model: nn.Module) -> None:
 
     inner.get_rope_index = types.MethodType(get_rope_index, inner)
     inner._qwengrpo_rope_fixed = True
+
+
+# TRL 1.16 (`trl.models.utils.disable_gradient_checkpointing`) calls the deprecated `is_gradient_checkpointing`
+# / `gradient_checkpointing_enable|disable` around every generation, and its config's `gradient_checkpointing=True`
+# default is the deprecated alias too: every run printed three FutureWarnings. Remove once TRL uses the
+# `activation_checkpointing` names (the config side is `qwengrpo.config.prepare_training_args`).
+def quiet_checkpointing_aliases() -> None:
+    warnings.filterwarnings("ignore", r"`(is_)?gradient_checkpointing\w*` is deprecated", FutureWarning)

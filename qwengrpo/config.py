@@ -1,32 +1,25 @@
-"""`QwenGRPOConfig`: TRL's `GRPOConfig` plus media budgets, a prompt budget and freezing flags."""
+"""`QwenGRPOConfig`: TRL's `GRPOConfig` plus media budgets, a prompt budget, freezing flags and the data checks.
+
+The budgets (`media.Budgets`) and the Qwen-VL model settings (`QwenVLArgs`: freezing, last-K LoRA, media cache)
+are declared once and shared with the offline trainer's config, so every recipe names them the same way.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from ._upstream import quiet_checkpointing_aliases
+from .device import cpu_training_args
+from .media.budget import Budgets
+
 
 @dataclass
-class QwenGRPOConfig(GRPOConfig):
-    """Only new fields; every TRL field keeps its name, default and meaning."""
+class QwenVLArgs(Budgets):
+    """How a Qwen-VL policy is shown its media and which of its parts train; shared by both trainers' configs."""
 
-    min_pixels: int | None = field(
-        default=None, metadata={"help": "Minimum pixels per image after resizing (None: the processor's default)."}
-    )
-    max_pixels: int | None = field(
-        default=None, metadata={"help": "Maximum pixels per image after resizing (None: the processor's default)."}
-    )
-    video_fps: float = field(default=2.0, metadata={"help": "Frames per second sampled from each video."})
-    video_min_frames: int = field(default=4, metadata={"help": "Minimum frames sampled per video."})
-    video_max_frames: int = field(
-        default=16, metadata={"help": "Maximum frames per video; when it caps, the sampled fps (and timing) drops."}
-    )
-    video_min_pixels: int | None = field(default=None, metadata={"help": "Minimum pixels per video frame."})
-    video_max_pixels: int | None = field(default=None, metadata={"help": "Maximum pixels per video frame."})
-    video_total_pixels: int | None = field(
-        default=None, metadata={"help": "Pixel budget over all frames of a video, spread evenly over its frames."}
-    )
     max_prompt_tokens: int | None = field(
         default=None,
         metadata={"help": "Vision + text tokens allowed per prompt; a longer row is an error, never truncated."},
@@ -36,13 +29,38 @@ class QwenGRPOConfig(GRPOConfig):
     freeze_aligner: bool = field(default=False, metadata={"help": "Freeze the aligner (the merger into the LLM)."})
     lora_last_k: int | None = field(
         default=None,
-        metadata={"help": "Train LoRA adapters on the last K decoder blocks only (needs `peft_config`-style LoRA)."},
+        metadata={
+            "help": "Train LoRA adapters on the linear layers of the last K decoder blocks only (None: no LoRA)."
+        },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank when `lora_last_k` is set."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha when `lora_last_k` is set."})
     media_cache_mb: int = field(
         default=0, metadata={"help": "Keep preprocessed media across steps, up to this many MiB (0: off)."}
     )
+
+
+def prepare_training_args(args) -> None:
+    """What both trainers' configs do before `TrainingArguments.__post_init__`.
+
+    CPU and float32 without a GPU (`qwengrpo.device`), and TRL's `gradient_checkpointing=True` default moved to
+    its current name, `activation_checkpointing`, so that no run prints transformers' deprecation warnings.
+    """
+    cpu_training_args(args)
+    quiet_checkpointing_aliases()
+    if args.gradient_checkpointing is not None and args.activation_checkpointing is None:
+        args.activation_checkpointing, args.gradient_checkpointing = args.gradient_checkpointing, None
+    if args.gradient_checkpointing_kwargs is not None and args.activation_checkpointing_kwargs is None:
+        args.activation_checkpointing_kwargs, args.gradient_checkpointing_kwargs = (
+            args.gradient_checkpointing_kwargs,
+            None,
+        )
+
+
+@dataclass
+class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
+    """Only new fields; every TRL field keeps its name, default and meaning."""
+
     media_dedup: bool = field(
         default=True,
         metadata={"help": "Decode and preprocess each distinct image/video of a batch once (off: per row, to debug)."},
@@ -72,16 +90,18 @@ class QwenGRPOConfig(GRPOConfig):
     )
     on_error: str = field(
         default="fail",
-        metadata={"help": "A bad row stops the run ('fail') or is skipped and written to `rejects_path` ('skip'), "
+        metadata={"help": "A bad row stops the run ('fail') or is skipped and written to the rejects file ('skip'), "
                           "before step 1 and during training (where it is replaced in its batch).",
                   "choices": ["fail", "skip"]},
     )  # fmt: skip
     rejects_path: str | None = field(
-        default=None, metadata={"help": "JSONL of rejected rows (default: <output_dir>/rejects.jsonl)."}
-    )
+        default=None,
+        metadata={"help": "JSONL of rejected train rows (default: <output_dir>/rejects.jsonl); other splits' rejects "
+                  "go beside it as rejects.<split>.jsonl."},
+    )  # fmt: skip
     duplicate_ids: str = field(
         default="warn",
-        metadata={"help": "Rows whose `id` repeats an earlier row's: logged ('warn') or rejected ('error').",
+        metadata={"help": "Rows sharing an `id`: 'warn' (counted in the report) or 'error' (each repeat is rejected).",
                   "choices": ["warn", "error"]},
     )  # fmt: skip
     reward_nonfinite_patience: int = field(
@@ -91,3 +111,17 @@ class QwenGRPOConfig(GRPOConfig):
             "many generation batches in a row; None (skip) is not counted."
         },
     )
+
+    def __post_init__(self) -> None:
+        prepare_training_args(self)
+        super().__post_init__()
+        for name in ("validate_data", "on_error", "duplicate_ids"):
+            choices = self.__dataclass_fields__[name].metadata["choices"]
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+
+    def rejects_file(self, split: str = "train") -> str:
+        """Where a split's rejected rows go: the one naming rule the trainer and every command share."""
+        from .data.validate import split_rejects_path  # the data layer imports datasets; configs load without it
+
+        return split_rejects_path(self.rejects_path or os.path.join(self.output_dir, "rejects.jsonl"), split)

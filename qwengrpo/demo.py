@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import torch
 from PIL import Image
 
+from .inference import left_pad, pad_id
 from .models import mm_token_type_ids
 
 COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 70, 230)}
@@ -131,10 +134,7 @@ def expected_reward(model, resolver, rows: list[dict], batch_size: int = 8) -> f
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         media = resolver.resolve(chunk)
-        width = max(len(m.prompt_ids) for m in media)
-        pad = resolver.processor.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(m.prompt_ids)) + m.prompt_ids for m in media])
-        mask = torch.tensor([[0] * (width - len(m.prompt_ids)) + [1] * len(m.prompt_ids) for m in media])
+        input_ids, mask = left_pad([m.prompt_ids for m in media], pad_id(resolver.processor.tokenizer))
         types = mm_token_type_ids(input_ids, model.config)
         logits = model(
             input_ids=input_ids, attention_mask=mask, mm_token_type_ids=types, **resolver.model_inputs(media)
@@ -146,11 +146,32 @@ def expected_reward(model, resolver, rows: list[dict], batch_size: int = 8) -> f
     return total / len(rows)
 
 
+@dataclass(frozen=True)
+class DemoData:
+    """A recipe's `dataset: {format: demo, n_train: 48, n_eval: 24}`: the task generated under the run's folder."""
+
+    format: str = "demo"
+    n_train: int = 48
+    n_eval: int = 24
+    seed: int = 0
+    blind: bool = False
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> DemoData:
+        from .data.config import section_from_dict
+
+        return section_from_dict(cls, cfg)
+
+    def split(self, name: str, out_dir: str | Path):
+        """The train or eval split as a `datasets.Dataset`, media written under `out_dir`."""
+        from datasets import Dataset
+
+        n, seed = (self.n_train, self.seed) if name == "train" else (self.n_eval, self.seed + 1)
+        folder = Path(out_dir) / ("train" if name == "train" else "held_out")
+        return Dataset.from_list(make_rows(folder, n, seed=seed, blind=self.blind))
+
+
 def make_datasets(out_dir: str | Path, n_train: int = 48, n_eval: int = 24, seed: int = 0, blind: bool = False):
     """The demo's train and held-out `datasets.Dataset`s, media written under `out_dir`."""
-    from datasets import Dataset
-
-    out_dir = Path(out_dir)
-    train = make_rows(out_dir / "train", n_train, seed=seed, blind=blind)
-    held_out = make_rows(out_dir / "held_out", n_eval, seed=seed + 1, blind=blind)
-    return Dataset.from_list(train), Dataset.from_list(held_out)
+    data = DemoData(n_train=n_train, n_eval=n_eval, seed=seed, blind=blind)
+    return data.split("train", out_dir), data.split("eval", out_dir)

@@ -1,11 +1,9 @@
 """Held-out evaluation of any checkpoint on any adapter's rows with any rewards: a JSON report and tables.
 
 Every row gets one greedy completion (`qwengrpo.inference.generate`, media through the trainer's media layer)
-and every reward is called on it as the trainer calls it (the row's columns plus `media` geometry). Rows with a
-verdict `label` column (group QC) also get verdict metrics, parsed by the verdict rewards themselves: accuracy,
-precision / recall / F1 of `不通过` (a failed group caught), the format-valid rate and a confusion matrix whose
-extra column `无效` counts answers whose first line is neither verdict (for recall these are misses).
-Metrics are reported over all rows and per value of a grouping column (`mission` by default).
+and every reward is called on it as the trainer calls it (the row's columns plus `media` geometry). Reward means
+are reported over all rows and per value of a grouping column. An application adds its own metrics through
+`RowMetrics` (group QC's verdict metrics: `qwengrpo.groupqc.VerdictMetrics`).
 """
 
 from __future__ import annotations
@@ -14,48 +12,29 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from datasets import Dataset
 from tqdm.auto import tqdm
 
 from .inference import batches, generate
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver
-from .rewards import verdict_format, verdict_label
 from .rewards.gate import reward_name
-from .rewards.verdict import VERDICTS, gold_verdict
 
 logger = logging.getLogger(__name__)
 
-FAIL, PASS = VERDICTS[1], VERDICTS[0]
-INVALID = "无效"  # a first line that is neither verdict
-_CORNER = "gold \\ predicted"
 
+class RowMetrics(Protocol):
+    """Metrics an application computes from rows and their completions, beside the reward means."""
 
-def predicted_verdict(text: str) -> str:
-    """The verdict a completion gives, read exactly as `verdict_label` reads it, or `INVALID`."""
-    return next((v for v in VERDICTS if verdict_label([text], label=[v])[0] == 1.0), INVALID)
+    def group(self, rows: list[dict], texts: list[str]) -> dict[str, Any]:
+        """Metrics over a group of rows (all rows, or one value of the grouping column)."""
 
+    def row(self, row: dict, text: str) -> dict[str, Any]:
+        """Fields added to the row's prediction entry."""
 
-def verdict_metrics(golds: Sequence[str], texts: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, precision / recall / F1 of `不通过`, format-valid rate and the confusion matrix."""
-    preds = [predicted_verdict(t) for t in texts]
-    confusion = {g: dict.fromkeys((*VERDICTS, INVALID), 0) for g in VERDICTS}
-    for gold, pred in zip(golds, preds, strict=True):
-        confusion[gold][pred] += 1
-    tp, fp = confusion[FAIL][FAIL], confusion[PASS][FAIL]
-    fn = sum(confusion[FAIL].values()) - tp
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    n = len(golds)
-    return {
-        "accuracy": sum(g == p for g, p in zip(golds, preds, strict=True)) / n if n else 0.0,
-        "precision_fail": precision,
-        "recall_fail": recall,
-        "f1_fail": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "format_valid_rate": sum(verdict_format(list(texts))) / n if n else 0.0,
-        "confusion": confusion,
-    }
+    def lines(self, entry: dict[str, Any]) -> list[str]:
+        """Table lines for a group's entry."""
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -98,10 +77,9 @@ def score(rows: list[dict], texts: list[str], infos: list[list[dict]], rewards: 
 
 def build_report(
     rows: list[dict], texts: list[str], scores: dict[str, list[float | None]], *,
-    group_by: str | None = "mission", label_column: str = "label",
+    group_by: str | None = None, metrics: Sequence[RowMetrics] = (),
 ) -> dict[str, Any]:  # fmt: skip
     """Per-row predictions and metrics over all rows and per value of `group_by` (when the rows have it)."""
-    golds = [gold_verdict(row.get(label_column)) for row in rows]
     keys = ["all"] + (sorted({str(r[group_by]) for r in rows}) if group_by and rows and group_by in rows[0] else [])
     report: dict[str, Any] = {"rows": len(rows), "groups": {}, "predictions": []}
     for key in keys:
@@ -110,32 +88,26 @@ def build_report(
             "n": len(index),
             "rewards": {n: _mean([s[i] for i in index]) for n, s in scores.items()},
         }
-        labelled = [i for i in index if golds[i] is not None]
-        if labelled:
-            entry.update(verdict_metrics([golds[i] for i in labelled], [texts[i] for i in labelled]))
-            entry["n_labelled"] = len(labelled)
+        for metric in metrics:
+            entry.update(metric.group([rows[i] for i in index], [texts[i] for i in index]))
         report["groups"][key] = entry
     for i, (row, text) in enumerate(zip(rows, texts, strict=True)):
         prediction = {"id": row.get("id", i), "completion": text, "rewards": {n: s[i] for n, s in scores.items()}}
-        if golds[i] is not None:
-            prediction.update(label=golds[i], prediction=predicted_verdict(text))
+        for metric in metrics:
+            prediction.update(metric.row(row, text))
         if group_by and group_by in row:
             prediction[group_by] = row[group_by]
         report["predictions"].append(prediction)
     return report
 
 
-def format_tables(report: dict[str, Any]) -> str:
-    """One block per group: verdict metrics and confusion matrix (when labelled), then each reward's mean."""
+def format_tables(report: dict[str, Any], metrics: Sequence[RowMetrics] = ()) -> str:
+    """One block per group: the metrics' lines, then each reward's mean."""
     lines = []
     for key, entry in report["groups"].items():
         lines.append(f"== {key} (n={entry['n']}) ==")
-        if "confusion" in entry:
-            names = ("accuracy", "precision_fail", "recall_fail", "f1_fail", "format_valid_rate")
-            lines.append("  ".join(f"{n} {entry[n]:.4f}" for n in names))
-            columns = (*VERDICTS, INVALID)
-            lines.append(f"{_CORNER:<18}" + "".join(f"{c:>8}" for c in columns))
-            lines += [f"{g:<18}" + "".join(f"{entry['confusion'][g][c]:>8}" for c in columns) for g in VERDICTS]
+        for metric in metrics:
+            lines += metric.lines(entry)
         means = [f"{n} {'n/a' if v is None else f'{v:.4f}'}" for n, v in entry["rewards"].items()]
         if means:
             lines.append("rewards: " + "  ".join(means))
@@ -146,7 +118,7 @@ def format_tables(report: dict[str, Any]) -> str:
 def evaluate(
     model: Any, processor: Any, dataset: Dataset | list[dict], rewards: Sequence[Callable] = (), *,
     budget: MediaBudget | None = None, batch_size: int = 8, max_new_tokens: int = 256,
-    max_prompt_tokens: int | None = None, group_by: str | None = "mission", label_column: str = "label",
+    max_prompt_tokens: int | None = None, group_by: str | None = None, metrics: Sequence[RowMetrics] = (),
 ) -> dict[str, Any]:  # fmt: skip
     """Complete every row with `model`, score it with `rewards`, and return the report (see `build_report`)."""
     rows = list(dataset)  # iterating decodes `Image` features; `to_list` would hand out raw bytes
@@ -156,6 +128,6 @@ def evaluate(
     texts, infos = complete(model, processor, rows, budget, batch_size=batch_size, max_new_tokens=max_new_tokens,
                             max_prompt_tokens=max_prompt_tokens)  # fmt: skip
     scored = score(rows, texts, infos, rewards)
-    report = build_report(rows, texts, scored["scores"], group_by=group_by, label_column=label_column)
+    report = build_report(rows, texts, scored["scores"], group_by=group_by, metrics=metrics)
     report["reward_metrics"] = scored["metrics"]
     return report

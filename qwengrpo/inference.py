@@ -1,24 +1,28 @@
-"""Batched generation with a Qwen-VL checkpoint, media through the same layer the trainer uses.
+"""Loading checkpoints and generating with them, media through the same layer the trainer uses.
 
-`load_checkpoint` opens a full (or merged) model folder, or a LoRA adapter folder on its base model;
-`generate` turns trainer rows into completions: `MediaResolver.resolve` gives each row's prompt ids and
-media tensors, the prompts are left-padded into one batch, and `model.generate` sees the same
-`mm_token_type_ids` the trainer builds. Stage-A summaries and `qwengrpo evaluate` both call it.
+One module for everyone who runs a model outside training: Stage-A summaries, `qwengrpo evaluate`, the demo's
+expected reward and the offline trainer's Qwen-VL policy. `load_checkpoint` opens a full (or merged) model
+folder, a LoRA adapter folder on its base model, or `tiny:<family>`, on a GPU when there is one (else the CPU in
+float32), with the KV cache on; `left_pad` lays prompts out for a batch; `generate` turns trainer rows into
+completions with the same `mm_token_type_ids` the trainer builds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from .device import inference_device
 from .media import MediaResolver, RowMedia
-from .models import mm_token_type_ids
+from .models import apply_tuning, mm_token_type_ids
+from .tiny import resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -26,24 +30,33 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 
 def load_checkpoint(
-    checkpoint: str | Path, base: str | Path | None = None, device: str | torch.device = "cpu", dtype: Any = None
+    checkpoint: str | Path,
+    base: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: Any = "auto",
 ) -> tuple[torch.nn.Module, Any]:
-    """(model in eval mode, processor) for a model folder, or for a LoRA adapter folder on `base`.
+    """(model in eval mode, processor) for a model folder, a LoRA adapter folder on `base`, or `tiny:<family>`.
 
     An adapter folder is one with `adapter_config.json`; its base defaults to the adapter's recorded
     `base_model_name_or_path`. The processor comes from the checkpoint when it has one (the trainer saves
-    it next to the weights), else from the base.
+    it next to the weights), else from the base. `device` defaults to the GPU when there is one; on the CPU a
+    half-precision `dtype` (or `auto`) loads as float32.
     """
-    checkpoint = Path(checkpoint)
+    checkpoint = Path(resolve_model(checkpoint))
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(
+            f"checkpoint not found: {checkpoint} (a model folder, a LoRA adapter folder or tiny:<family>)"
+        )
     adapter = (checkpoint / ADAPTER_CONFIG).is_file()
     if adapter:
         base = base or json.loads((checkpoint / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
         if not base:
             raise ValueError(f"{checkpoint} is a LoRA adapter without a recorded base model; pass the base model")
+        base = resolve_model(base)
     elif base is not None:
         raise ValueError(f"{checkpoint} has no {ADAPTER_CONFIG}, so it is not a LoRA adapter to put on {base}")
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = AutoModelForImageTextToText.from_pretrained(str(base if adapter else checkpoint), **kwargs)
+    device, dtype = inference_device(device, dtype)
+    model = AutoModelForImageTextToText.from_pretrained(str(base if adapter else checkpoint), dtype=dtype)
     if adapter:
         from peft import PeftModel
 
@@ -52,7 +65,39 @@ def load_checkpoint(
     has_processor = any((checkpoint / n).is_file() for n in ("processor_config.json", "preprocessor_config.json"))
     processor = AutoProcessor.from_pretrained(str(checkpoint if has_processor or not adapter else base))
     processor.tokenizer.padding_side = "left"
+    # Training saves `use_cache: false` in older checkpoints; generating without the KV cache is several times slower.
+    model.config.use_cache = model.generation_config.use_cache = True
     return model.to(device).eval(), processor
+
+
+def load_policy_model(name: str, args: Any, **init_kwargs: Any) -> tuple[torch.nn.Module, Any]:
+    """A model to train (the offline trainer's Qwen-VL policy) with the config's freezing and last-K LoRA settings
+    (`QwenVLArgs`), as `QwenGRPOTrainer` applies them, and its processor."""
+    path = resolve_model(name)
+    model = AutoModelForImageTextToText.from_pretrained(path, **init_kwargs)
+    return apply_tuning(model, args), AutoProcessor.from_pretrained(path)
+
+
+@contextmanager
+def cache_on_save(model: torch.nn.Module) -> Iterator[None]:
+    """While a trainer saves `model`, its config says `use_cache: true`.
+
+    Trainer sets `config.use_cache` from `TrainingArguments.use_cache` (False: training forwards need no cache);
+    saved as is, every later `generate` on the model would run without a KV cache.
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        yield
+        return
+    training = config.__dict__.get("use_cache")  # composite VL configs only have it once Trainer has set it
+    config.use_cache = True
+    try:
+        yield
+    finally:
+        if training is None:
+            del config.use_cache
+        else:
+            config.use_cache = training
 
 
 def batches(items: list, size: int) -> Iterator[list]:
@@ -60,6 +105,21 @@ def batches(items: list, size: int) -> Iterator[list]:
         raise ValueError(f"batch size must be at least 1, got {size}")
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad: int, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) with every sequence right-aligned to `width` (default: the longest), as decoder-only
+    generation wants prompts laid out."""
+    width = max(map(len, sequences)) if width is None else width
+    ids = torch.tensor([[pad] * (width - len(s)) + list(s) for s in sequences], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], dtype=torch.long)
+    return ids, mask
+
+
+def pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 @torch.no_grad()
@@ -76,10 +136,8 @@ def generate(
     dropped. Vision tokens are never sampled, as in training."""
     tokenizer = resolver.processor.tokenizer
     device = next(model.parameters()).device
-    width = max(len(m.prompt_ids) for m in media)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.tensor([[pad] * (width - len(m.prompt_ids)) + m.prompt_ids for m in media], device=device)
-    mask = torch.tensor([[0] * (width - len(m.prompt_ids)) + [1] * len(m.prompt_ids) for m in media], device=device)
+    pad = pad_id(tokenizer)
+    input_ids, mask = (t.to(device) for t in left_pad([m.prompt_ids for m in media], pad))
     config = model.config
     vision = [config.image_token_id, config.video_token_id, config.vision_start_token_id, config.vision_end_token_id]
     output = model.generate(
@@ -91,7 +149,8 @@ def generate(
         do_sample=do_sample,
         suppress_tokens=vision,
         pad_token_id=pad,
+        use_cache=True,
         **({} if do_sample else {"temperature": None, "top_p": None, "top_k": None}),
         **generation_kwargs,
     )
-    return tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+    return tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)

@@ -1,36 +1,59 @@
-"""Task YAMLs → a model path, datasets, rewards with weights and a `QwenGRPOConfig`.
+"""The recipe: one YAML shape for both trainers, one loader, `--set key=value` overrides for every command.
 
-A recipe lists only non-default values. Top-level keys are `QwenGRPOConfig` fields, plus:
-`model_name_or_path` (a path, a hub id, or `tiny:<family>` for the embedded tiny model), `dataset`
-(the data section read by `qwengrpo.data`), `rewards` (names or `{name: ..., weight: ..., **params}`)
-and `trainer` (`grpo`, the default, or `offline`). `--set key=value` overrides any key, dotted for nested.
+```yaml
+trainer: grpo                  # or offline (RCE + GRPO on pre-scored candidates, `qwengrpo.offline`)
+model_name_or_path: Qwen/Qwen2.5-VL-3B-Instruct   # a folder, a hub id, or tiny:<family>
+dataset: {format: messages, train: data/train.jsonl, eval: data/val.jsonl, media_root: data}
+rewards: [{name: answer_accuracy, mode: choice, weight: 0.7}]    # grpo: names or {name, weight, **params}
+policy: qwen_vl                # offline: or file.py:builder / module:builder, called with policy_kwargs
+policy_kwargs: {}              # offline
+max_pixels: 1003520            # any other key is a field of the trainer's config: QwenGRPOConfig (budgets,
+on_error: skip                 # freezing, LoRA, data checks, TRL's GRPO settings) or OfflineGRPOConfig
+```
+
+`dataset:` is read by the trainer's data section class: `qwengrpo.data.DatasetConfig` (formats in
+`qwengrpo.data.ADAPTERS`, plus `demo`) or `qwengrpo.offline.OfflineData` (`beam` / `text`). The trainer and
+every command (`qwengrpo validate`, `preview`, `evaluate`) read a recipe through `load_recipe` only, so they
+see the same values; the data checks (`validate_data`, `on_error`, `rejects_path`, `duplicate_ids`) are config
+fields like the rest. An unknown key is an error that names the closest known one.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config import QwenGRPOConfig
-
 logger = logging.getLogger(__name__)
 
-_RECIPE_KEYS = {"model_name_or_path", "dataset", "rewards", "trainer"}
+TRAINERS = ("grpo", "offline")
+# Recipe keys that are not config fields, per trainer.
+_KEYS = {
+    "grpo": {"trainer", "model_name_or_path", "dataset", "rewards"},
+    "offline": {"trainer", "model_name_or_path", "dataset", "policy", "policy_kwargs"},
+}
+QWEN_VL = "qwen_vl"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run as written; the message names the file and the key."""
 
 
 @dataclass
 class Recipe:
-    model: str
-    dataset: dict[str, Any]
-    rewards: list[Any]
-    args: QwenGRPOConfig | None
+    source: str  # the YAML path, for messages
     trainer: str
-    raw: dict[str, Any]
+    model: str | None
+    dataset: Any  # DatasetConfig, DemoData or OfflineData
+    args: Any  # QwenGRPOConfig or OfflineGRPOConfig
+    rewards: list[Any] = field(default_factory=list)  # specs without weights (the weights are in args)
+    policy: str = QWEN_VL
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -39,17 +62,19 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise RecipeError(f"--set expects key=value, got {item!r}")
         node: Any = config
         *parents, leaf = key.split(".")
         for depth, part in enumerate([*parents, leaf]):
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
                     where = ".".join(parents[:depth])
-                    raise ValueError(f"--set {key}: {where} is a list of {len(node)}; expected an index, got {part!r}")
+                    raise RecipeError(
+                        f"--set {key}: {where} is a list of {len(node)}; expected an index, got {part!r}"
+                    )
                 part = int(part)
             elif not isinstance(node, dict):
-                raise ValueError(f"--set {key}: {'.'.join(parents[:depth])} is {node!r}, not a mapping or a list")
+                raise RecipeError(f"--set {key}: {'.'.join(parents[:depth])} is {node!r}, not a mapping or a list")
             if depth == len(parents):
                 node[part] = _scalar(value)
             else:
@@ -63,42 +88,115 @@ def _scalar(value: str) -> Any:
     return value if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false") else parsed
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RecipeError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys to values, got {type(raw).__name__}")
+    return raw
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    raw = apply_overrides(raw, list(overrides))
+    """Read a recipe YAML, apply `--set` overrides and check every key."""
+    return recipe_from_dict(apply_overrides(read_yaml(path), list(overrides)), str(path))
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", need_model: bool = True) -> Recipe:
+    """A recipe from its parsed YAML (a dict of the shape in the module docstring). Commands that can work
+    without a model (`qwengrpo validate` of a data file) pass `need_model=False`."""
+    raw = dict(raw)
     trainer = raw.get("trainer", "grpo")
-    if trainer == "offline":
-        return Recipe(raw.get("model_name_or_path", ""), raw.get("dataset", {}), [], None, trainer, raw)
-    known = {f.name for f in fields(QwenGRPOConfig)}
-    unknown = set(raw) - known - _RECIPE_KEYS
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown keys {sorted(unknown)} (not QwenGRPOConfig fields nor {sorted(_RECIPE_KEYS)})"
+    if trainer not in TRAINERS:
+        raise RecipeError(f"{source}: trainer must be one of {TRAINERS}, got {trainer!r}")
+    config_cls = _config_class(trainer)
+    known = {f.name for f in fields(config_cls)}
+    if unknown := sorted(set(raw) - known - _KEYS[trainer]):
+        raise RecipeError(
+            f"{source}: unknown key(s) {', '.join(_suggest(k, known | _KEYS[trainer]) for k in unknown)}"
         )
+    dataset = _dataset(trainer, raw.get("dataset"), source)
     specs = list(raw.get("rewards") or [])
-    weights = [float(s.get("weight", 1.0)) if isinstance(s, dict) else 1.0 for s in specs]
-    specs = [{k: v for k, v in s.items() if k != "weight"} if isinstance(s, dict) else s for s in specs]
-    args_dict = {k: v for k, v in raw.items() if k in known}
-    args_dict.setdefault("reward_weights", weights or None)
-    return Recipe(raw["model_name_or_path"], raw.get("dataset", {}), specs, QwenGRPOConfig(**args_dict), trainer, raw)
+    if not isinstance(raw.get("policy_kwargs", {}), dict):
+        raise RecipeError(f"{source}: policy_kwargs must be a mapping of the builder's arguments")
+    args = {k: v for k, v in raw.items() if k in known}
+    if trainer == "grpo":
+        weights = [float(s.get("weight", 1.0)) if isinstance(s, dict) else 1.0 for s in specs]
+        args.setdefault("reward_weights", weights or None)
+        specs = [{k: v for k, v in s.items() if k != "weight"} if isinstance(s, dict) else s for s in specs]
+    try:
+        config = config_cls(**args)
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"{source}: {exc}") from exc
+    model = raw.get("model_name_or_path")
+    policy = raw.get("policy", QWEN_VL)
+    if need_model and not model and (trainer == "grpo" or policy == QWEN_VL):
+        raise RecipeError(f"{source}: model_name_or_path is missing (a folder, a hub id, or tiny:<family>)")
+    return Recipe(source, trainer, model, dataset, config, specs, policy, dict(raw.get("policy_kwargs") or {}))
 
 
-def resolve_model(name: str, output_dir: str | Path) -> str:
-    """`tiny:<family>` builds the embedded tiny model next to the run; anything else is returned unchanged."""
-    if not name.startswith("tiny:"):
-        return name
-    from .tiny import build_tiny_model
+def _config_class(trainer: str) -> type:
+    if trainer == "offline":
+        from .offline.config import OfflineGRPOConfig
 
-    path = Path(output_dir) / "tiny-model"
-    if not (path / "config.json").exists():
-        build_tiny_model(name.removeprefix("tiny:"), path)
-    return str(path)
+        return OfflineGRPOConfig
+    from .config import QwenGRPOConfig
+
+    return QwenGRPOConfig
 
 
-def default_wandb_offline(args: QwenGRPOConfig) -> None:
+# Settings that once sat in the dataset section and are config fields now (so the trainer enforces them too).
+_MOVED = {"on_error": "on_error", "rejects": "rejects_path", "duplicate_ids": "duplicate_ids"}
+
+
+def _dataset(trainer: str, section: Any, source: str) -> Any:
+    if section is None:
+        raise RecipeError(f"{source}: the dataset: section is missing (format, train, eval, ...)")
+    if not isinstance(section, dict):
+        raise RecipeError(f"{source}: dataset: must be a mapping (format, train, eval, ...), got {section!r:.80}")
+    if moved := [k for k in section if k in _MOVED]:
+        raise RecipeError(
+            f"{source}: dataset.{moved[0]} is a top-level setting: write `{_MOVED[moved[0]]}: "
+            f"{section[moved[0]]}` beside output_dir, where the trainer and every command read it"
+        )
+    try:
+        if trainer == "offline":
+            from .offline.data import OfflineData
+
+            return OfflineData.from_dict(section)
+        if section.get("format") == "demo":
+            from .demo import DemoData
+
+            return DemoData.from_dict(section)
+        from .data.config import DatasetConfig
+
+        return DatasetConfig.from_dict(section)
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"{source}: {exc}") from exc
+
+
+def _suggest(key: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
+
+
+def default_wandb_offline(args: Any) -> None:
     """Runs log to W&B offline, under the run's output dir, unless the user configured W&B."""
     if "wandb" not in (args.report_to or []) or os.environ.get("WANDB_API_KEY"):
         return
     os.environ.setdefault("WANDB_MODE", "offline")  # `wandb sync` uploads such runs later
     os.environ.setdefault("WANDB_DIR", str(Path(args.output_dir).absolute()))
     Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
+
+
+def wandb_dir(args: Any) -> str | None:
+    """Where this run's W&B files are (None when it does not log to W&B)."""
+    if "wandb" not in (args.report_to or []):
+        return None
+    return os.path.join(os.environ.get("WANDB_DIR", "."), "wandb")

@@ -4,11 +4,20 @@
 initialised model of the family's real architecture (a few layers, small widths), a byte-level BPE
 tokenizer trained here on a small built-in corpus, and the family's real processor classes. Nothing
 is downloaded. Users with real checkpoints never need this module.
+
+`tiny:<family>` names such a model wherever a model or checkpoint is expected (recipes, `QwenGRPOTrainer`,
+`--model`, `--checkpoint`); `resolve_model` builds it once into a cache folder (`$QWENGRPO_CACHE`, default
+`~/.cache/qwengrpo`), shared by the processes of a multi-process run. `qwengrpo tiny FAMILY OUT` writes one to
+a folder of your choice (`--layers N` for a deeper one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +25,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2Tokenizer
 
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5")
+TINY = "tiny:"
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -93,8 +103,12 @@ def _config(
     if family == "qwen3_vl_moe":
         text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
     if family == "qwen3_5":
-        text.update(layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2,
-                    linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16)  # fmt: skip
+        # Linear and full attention blocks alternate, ending on a full one, at any depth.
+        depth = text["num_hidden_layers"]
+        types = ["linear_attention", "full_attention"] * depth
+        text.setdefault("layer_types", types[-depth:])
+        text.update(linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=16,
+                    linear_value_head_dim=16)  # fmt: skip
         text["rope_parameters"]["partial_rotary_factor"] = 1.0
     return {
         "model_type": family,
@@ -135,12 +149,8 @@ def build_tiny_model(
 ) -> Path:
     """Write a tiny random `family` model + tokenizer + processor to `out_dir` and return the path.
 
-    `text_overrides` / `vision_overrides` change the text / vision config (benchmarks use wider, deeper ones).
-
-    >>> import tempfile
-    >>> path = build_tiny_model("qwen2_5_vl", tempfile.mkdtemp())
-    >>> AutoModelForImageTextToText.from_pretrained(path).config.model_type
-    'qwen2_5_vl'
+    `text_overrides` / `vision_overrides` change the text / vision config (benchmarks use wider, deeper ones);
+    `AutoModelForImageTextToText.from_pretrained(out_dir)` loads the result.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
@@ -160,14 +170,20 @@ def build_tiny_model(
     model.save_pretrained(out_dir)
 
     tokenizer.save_pretrained(out_dir)
-    processor = _processor(family, tokenizer)
+    processor = build_processor(family, tokenizer)
     processor.save_pretrained(out_dir)
     # Re-load once so a broken save fails here, not in the first test that uses it.
     AutoProcessor.from_pretrained(out_dir)
     return out_dir
 
 
-def _processor(family: str, tokenizer: Qwen2Tokenizer):
+def build_processor(family: str = "qwen2_5_vl", tokenizer: Qwen2Tokenizer | None = None):
+    """The tiny model's processor (in memory): real processor classes, small default budgets, the tiny tokenizer.
+
+    >>> processor = build_processor("qwen2_5_vl")
+    >>> type(processor).__name__, processor.image_processor.patch_size
+    ('Qwen2_5_VLProcessor', 14)
+    """
     from transformers import (
         Qwen2_5_VLProcessor,
         Qwen2VLImageProcessor,
@@ -187,7 +203,33 @@ def _processor(family: str, tokenizer: Qwen2Tokenizer):
     processor_cls = {"qwen2_vl": Qwen2VLProcessor, "qwen2_5_vl": Qwen2_5_VLProcessor}.get(family, Qwen3VLProcessor)
     return processor_cls(
         image_processor=image_processor,
-        tokenizer=tokenizer,
+        tokenizer=tokenizer or build_tokenizer(),
         video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def resolve_model(name: str | os.PathLike) -> str:
+    """`tiny:<family>` → the folder of that tiny model (built on first use); anything else unchanged."""
+    name = os.fspath(name)
+    if not name.startswith(TINY):
+        return name
+    family = name.removeprefix(TINY)
+    if family not in FAMILIES:
+        raise ValueError(f"{name}: unknown tiny model; expected tiny:<family> with a family in {FAMILIES}")
+    import transformers
+
+    # Keyed by this module's source and the transformers version: a change to either builds afresh.
+    key = hashlib.sha256(Path(__file__).read_bytes() + transformers.__version__.encode()).hexdigest()[:12]
+    root = Path(os.environ.get("QWENGRPO_CACHE") or Path.home() / ".cache" / "qwengrpo") / "tiny"
+    path = root / f"{family}-{key}"
+    if not (path / "config.json").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        # Built aside and renamed into place, so that processes racing to build it never read a half-written one.
+        staging = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=root))
+        build_tiny_model(family, staging)
+        try:
+            staging.rename(path)
+        except OSError:  # another process got there first
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(path)

@@ -19,12 +19,13 @@ from ._upstream import fix_rope_index
 from .config import QwenGRPOConfig
 from .data.guard import RowGuard
 from .data.preflight import preflight, rejects_path
+from .device import model_load_kwargs
+from .inference import cache_on_save
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMedia, VisionCache, strip_media_columns
 from .media.resolver import media_model_inputs
 from .models import (
     DeferredEncoding,
-    apply_freezing,
-    apply_last_k_lora,
+    apply_tuning,
     dummy_vision_forward,
     load_full_weights,
     mm_token_type_ids,
@@ -39,6 +40,7 @@ from .models.families import check_vllm_family
 from .rewards import check_reward_columns
 from .rewards.checked import NonFiniteWatch, checked_rewards
 from .sampler import EpochRepeatSampler
+from .tiny import resolve_model
 from .tracking import log_completions, row_refs, use_safe_wandb
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class QwenGRPOTrainer(GRPOTrainer):
       epoch's order after a resume.
     - `_save_checkpoint`: Trainer writes `checkpoint-N` in place, so a kill or a full disk leaves a folder that
       resume picks and fails on; `staged_save` writes it aside and renames it when complete.
+    - `_save`: saves the model with `use_cache: true` (Trainer turns it off for training forwards).
     - `_load_from_checkpoint`: Trainer's resume of a full fine-tune of Qwen2/2.5-VL silently loads nothing (hub
       key layout vs `load_state_dict(strict=False)`); full checkpoints load through `load_full_weights` instead.
       An incomplete checkpoint is refused by name.
@@ -95,9 +98,9 @@ class QwenGRPOTrainer(GRPOTrainer):
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
         args = args or QwenGRPOConfig(output_dir="outputs/qwengrpo")
-        model_id = model
+        model_id = model = resolve_model(model) if isinstance(model, str) else model  # tiny:<family> too
         if isinstance(model, str):
-            model = AutoModelForImageTextToText.from_pretrained(model_id, **(args.model_init_kwargs or {}))
+            model = AutoModelForImageTextToText.from_pretrained(model_id, **model_load_kwargs(args.model_init_kwargs))
         if args.use_vllm:
             check_vllm_family(model.config.model_type)
             if args.vllm_enable_sleep_mode:
@@ -107,15 +110,8 @@ class QwenGRPOTrainer(GRPOTrainer):
         if kwargs.get("processing_class") is None:
             path = model_id if isinstance(model_id, str) else model.config._name_or_path
             kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")
-        if args.lora_last_k:
-            apply_freezing(model, llm=True, vision_tower_=True, aligner=True)
-            model = apply_last_k_lora(
-                model, args.lora_last_k, r=args.lora_r, alpha=args.lora_alpha, aligner=not args.freeze_aligner
-            )
-        elif kwargs.get("peft_config") is None:
-            apply_freezing(
-                model, llm=args.freeze_llm, vision_tower_=args.freeze_vision_tower, aligner=args.freeze_aligner
-            )
+        if args.lora_last_k or kwargs.get("peft_config") is None:
+            model = apply_tuning(model, args)
         # The policy is the model with vision placeholders (and any `suppress_tokens`) excluded from its own head,
         # so every sampler and every log-prob pass see one distribution (`qwengrpo.models.suppress`).
         user = (args.generation_kwargs or {}).get("suppress_tokens", ())
@@ -215,6 +211,10 @@ class QwenGRPOTrainer(GRPOTrainer):
             )
             logger.info("vLLM: prompts are limited to %s", limits[-1])
         return min(limits, key=lambda limit: limit.tokens, default=None)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        with cache_on_save(self.accelerator.unwrap_model(self.model)):  # saved models generate with a KV cache
+            super()._save(output_dir, state_dict)
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:

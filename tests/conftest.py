@@ -41,3 +41,19 @@ def media_dir(tmp_path_factory) -> Path:
     for i in range(12):
         write_image(frames / f"frame_{i}.png", ("red", "green", "blue")[i % 3])
     return root
+
+
+@pytest.fixture(autouse=True)
+def _wandb_environment_restored():
+    """Training points WANDB_DIR at its run folder, as a user's run wants, and leaves its W&B run open (Trainer
+    never finishes it); no test may hand either to the next, whose trainer would log into that run."""
+    saved = {name: os.environ.get(name) for name in ("WANDB_DIR", "WANDB_MODE")}
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -11,10 +11,11 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText
 
 from qwengrpo.cli import main as cli
+from qwengrpo.groupqc.missions import DEFAULT_MISSIONS
 from qwengrpo.models import aligner_modules
 
 ROOT = Path(__file__).resolve().parents[1]
-MISSIONS = ROOT / "recipes" / "missions" / "group_qc.yaml"
+MISSIONS = Path(DEFAULT_MISSIONS)  # the missions shipped inside the package
 BAFFLE, GROUND = "挡风板安装检查", "BBU接地线检查"
 
 

@@ -235,7 +235,6 @@ def test_json_array_files(tmp_path):
         ({"format": "llava", "train": "x"}, "dataset.format must be one of"),
         ({"format": "hf", "train": "x", "colums": {}}, r"unknown dataset option\(s\) \['colums'\]"),
         ({"format": "hf", "train": "x", "columns": {"img": "x"}}, r"unknown role\(s\) \['img'\]"),
-        ({"format": "hf", "train": "x", "on_error": "ignore"}, "on_error must be 'fail' or 'skip'"),
         ({"format": "hf", "train": "x", "prompt_template": "{question"}, "not a valid format string"),
     ],
 )

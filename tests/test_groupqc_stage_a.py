@@ -48,7 +48,7 @@ def stage_a_out(tiny, photos, tmp_path_factory) -> Path:
     return out
 
 
-def test_shipped_missions_cover_the_four_source_missions():
+def test_shipped_missions_cover_the_four_group_qc_missions():
     missions = load_missions(MISSIONS)
     assert set(missions) == {"BBU安装方式检查（正装）", "BBU接地线检查", "BBU线缆布放要求", "挡风板安装检查"}
     system, user = missions[BAFFLE].stage_b_texts(["柜内有空槽位", "挡风板齐全"])
@@ -140,7 +140,7 @@ def test_killed_run_resumes_without_duplicate_or_lost_group(tiny, tmp_path):
     reference = (tmp_path / "reference" / f"{BAFFLE}.jsonl").read_bytes()
 
     out = tmp_path / "killed" / f"{BAFFLE}.jsonl"
-    cmd = [sys.executable, "-m", "qwengrpo.cli", "stage-a", "--checkpoint", str(tiny), "--out", str(out.parent)]
+    cmd = [sys.executable, "-m", "qwengrpo", "stage-a", "--checkpoint", str(tiny), "--out", str(out.parent)]
     cmd += ["--missions", str(MISSIONS), "--batch-size", "1", "--max-new-tokens", "8", "--max-pixels", "3136", *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

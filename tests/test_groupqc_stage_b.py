@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer
 from qwengrpo.cli import main as cli
 from qwengrpo.data import ValidationError, load_dataset, validate_dataset
-from qwengrpo.evaluation import INVALID, predicted_verdict, verdict_metrics
+from qwengrpo.groupqc.metrics import INVALID, predicted_verdict, verdict_metrics
 from qwengrpo.rewards import verdict_format, verdict_label
 
 

@@ -28,7 +28,7 @@ def test_beam_groups_from_rows_and_files(tmp_path):
 def test_mismatched_scores_are_an_error():
     with pytest.raises(ValueError, match="2 candidates but 3 scores"):
         beam_groups([{"query": 0, "id_list": [[1], [2]], "score_list": [1, 2, 3]}])
-    with pytest.raises(ValueError, match="unknown data_format"):
+    with pytest.raises(ValueError, match="unknown data format"):
         load_groups(__file__, "csv")
 
 

@@ -1,6 +1,5 @@
 """The trainer end to end on the pointer-network example: learning, LR fraction, resume, best checkpoint, CLI."""
 
-import importlib.util
 import json
 from dataclasses import asdict
 from itertools import pairwise
@@ -8,30 +7,24 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from recipe_data import ROOT, load_pointer_example
 from transformers import TrainerCallback
 
-from qwengrpo.offline import BeamCollator, load_groups, parse_recipe, rank_candidates, run_offline
-from qwengrpo.offline.evaluate import main as evaluate_main
+from qwengrpo.cli import main as cli
+from qwengrpo.launch import train
+from qwengrpo.offline import BeamCollator, build_trainer, load_groups, rank_candidates
 from qwengrpo.offline.state import BEST_NAME, STATE_NAME, OfflineState
+from qwengrpo.recipe import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("pointer_policy", ROOT / "recipes/examples/pointer_policy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+pointer = load_pointer_example()
 
 
-pointer = _load_example()
+def _recipe(paths, out_dir, **overrides):
+    """The shipped beam recipe on `paths`, run in `out_dir`, with `overrides` as `--set` values."""
+    return pointer.demo_recipe(paths, out_dir, [f"{k}={v}" for k, v in {"logging_steps": 1, **overrides}.items()])
 
 
-def _config(paths, out_dir, **overrides):
-    config = pointer.demo_config(paths, out_dir)
-    config.update({"logging_steps": 1, **overrides})
-    return config
+FULL = {"num_train_epochs": 3, "refresh_old_policy": False, "curriculum_epochs": 1}
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +36,13 @@ def small_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_run(small_data, tmp_path_factory):
     """Three epochs (1 RCE, 2 GRPO) with a checkpoint and a validation every epoch."""
-    out = tmp_path_factory.mktemp("full")
-    config = _config(small_data, out, num_train_epochs=3, refresh_old_policy=False, curriculum_epochs=1)
-    return run_offline(config), config
+    recipe = _recipe(small_data, tmp_path_factory.mktemp("full"), **FULL)
+    return train(recipe), recipe
 
 
 def test_learning_on_synthetic_groups(tmp_path):
     paths = pointer.make_synthetic_beams(tmp_path / "data")  # 240 train / 60 held-out queries, K = 5
-    trainer = run_offline(_config(paths, tmp_path / "run", save_strategy="no", eval_strategy="no", logging_steps=10))
+    trainer = train(_recipe(paths, tmp_path / "run", save_strategy="no", eval_strategy="no", logging_steps=10))
     start, final = trainer.offline_state.baseline, trainer.evaluate()
     chance = 1 / 5
     assert final["eval_rank_accuracy"] >= 2 * chance, (start, final)
@@ -68,11 +60,11 @@ def test_learning_on_synthetic_groups(tmp_path):
 
 
 def test_rce_learning_rate_is_a_fraction_of_the_schedule(small_data, tmp_path):
-    config = _config(
+    recipe = _recipe(
         small_data, tmp_path, num_train_epochs=2, learning_rate=0.01, lr_scheduler_type="constant",
         warmup_steps=0, rce_lr_fraction=0.1, save_strategy="no", eval_strategy="no",
     )  # fmt: skip
-    trainer = run_offline(config)
+    trainer = train(recipe)
     logs = [log for log in trainer.state.log_history if "learning_rate" in log]
     # epoch 0 (2 steps) is RCE at 0.1 × 0.01, epoch 1 is GRPO at the full 0.01
     assert [log["learning_rate"] for log in logs] == pytest.approx([0.001, 0.001, 0.01, 0.01])
@@ -90,7 +82,7 @@ def test_metrics_are_logged(full_run):
 
 
 def test_beta_adapts_after_each_grpo_step(full_run):
-    trainer, config = full_run
+    trainer, recipe = full_run
     logs = [log for log in trainer.state.log_history if log.get("stage") == 2.0]
     args = trainer.args
     for before, after in pairwise(logs):
@@ -100,12 +92,12 @@ def test_beta_adapts_after_each_grpo_step(full_run):
         elif before["kl"] < args.kl_target_min:
             expected /= args.kl_beta_factor
         assert after["beta"] == pytest.approx(expected)
-    assert logs[0]["beta"] == config.get("kl_beta", 0.1)
+    assert logs[0]["beta"] == recipe.args.kl_beta
 
 
 def test_best_checkpoint_is_lowest_kl_among_those_not_below_the_start(full_run):
-    trainer, config = full_run
-    record = json.loads((Path(config["output_dir"]) / BEST_NAME).read_text())
+    trainer, recipe = full_run
+    record = json.loads((Path(recipe.args.output_dir) / BEST_NAME).read_text())
     baseline = record["baseline"]["expected_score"]
     evaluations = record["evaluations"]
     assert [e["global_step"] for e in evaluations] == [2, 4, 6]
@@ -119,8 +111,8 @@ def test_best_checkpoint_is_lowest_kl_among_those_not_below_the_start(full_run):
 
 
 def test_resume_continues_with_the_same_stage_tau_and_beta(full_run, tmp_path):
-    trainer, config = full_run
-    checkpoint = Path(config["output_dir"]) / "checkpoint-4"  # after 1 RCE and 1 GRPO epoch
+    trainer, recipe = full_run
+    checkpoint = Path(recipe.args.output_dir) / "checkpoint-4"  # after 1 RCE and 1 GRPO epoch
     saved = OfflineState.load(checkpoint)
     assert (saved.stage, saved.tau, saved.top_k) == ("grpo", 0.5, 3)
 
@@ -130,7 +122,7 @@ def test_resume_continues_with_the_same_stage_tau_and_beta(full_run, tmp_path):
         def on_train_begin(self, args, state, control, **kwargs):
             seen.update(asdict(resumed.offline_state), step=state.global_step)
 
-    resumed = run_offline({**config, "output_dir": str(tmp_path)}, train=False)
+    resumed = build_trainer(_recipe(pointer_data(recipe), tmp_path, **FULL))
     resumed.add_callback(Capture())
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert seen["step"] == 4
@@ -151,13 +143,35 @@ def test_resume_continues_with_the_same_stage_tau_and_beta(full_run, tmp_path):
     assert final["beta"] == pytest.approx(trainer.offline_state.beta)
 
 
-def test_evaluate_command_compares_base_and_trained(full_run, tmp_path, capsys):
-    trainer, config = full_run
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(config))
-    checkpoint = Path(config["output_dir"]) / "checkpoint-6"
-    results = evaluate_main(["--config", str(tmp_path / "recipe.yaml"), "--checkpoint", str(checkpoint)])
+def pointer_data(recipe) -> dict[str, str]:
+    return {"train": recipe.dataset.train, "eval": recipe.dataset.eval, "features": recipe.policy_kwargs["features"]}
+
+
+def _evaluate(recipe, *argv: str) -> list[str]:
+    """`qwengrpo evaluate` argv for the shipped beam recipe pointed at `recipe`'s data and run folder."""
+    data = pointer_data(recipe)
+    sets = [
+        f"dataset.train={data['train']}",
+        f"dataset.eval={data['eval']}",
+        f"policy_kwargs.features={data['features']}",
+        f"output_dir={recipe.args.output_dir}",
+        f"policy={ROOT / 'recipes/examples/pointer_policy.py'}:build_policy",
+    ]
+    return ["evaluate", str(pointer.RECIPE), *[a for s in sets for a in ("--set", s)], *argv]
+
+
+def test_evaluate_command_compares_base_and_trained(full_run, capsys, caplog):
+    trainer, recipe = full_run
+    caplog.set_level("INFO")
+    assert cli(_evaluate(recipe)) == 0  # default: the final model in the recipe's output_dir
+    report = json.loads((Path(recipe.args.output_dir) / "eval_held_out.json").read_text())
+    results = report["results"]
     table = capsys.readouterr().out
     assert "base" in table and "trained" in table
+    assert (
+        report["weights"] == recipe.args.output_dir
+        and f"evaluating {recipe.args.output_dir} (the final model)" in caplog.text
+    )
     assert results["base"]["rank_accuracy"] == pytest.approx(trainer.offline_state.baseline["rank_accuracy"])
     final_eval = [log for log in trainer.state.log_history if "eval_rank_accuracy" in log and log["step"] == 6][-1]
     assert results["trained"]["rank_accuracy"] == pytest.approx(final_eval["eval_rank_accuracy"])
@@ -166,9 +180,25 @@ def test_evaluate_command_compares_base_and_trained(full_run, tmp_path, capsys):
     assert torch.isclose(torch.tensor(results["base"]["chance_rank_accuracy"]), torch.tensor(0.2))
 
 
+def test_evaluate_best_checkpoint_only_when_asked(full_run, tmp_path, caplog):
+    # Before: --checkpoint RUN_DIR silently evaluated the lowest-KL checkpoint, not the final model.
+    _, recipe = full_run
+    record = json.loads((Path(recipe.args.output_dir) / BEST_NAME).read_text())
+    caplog.set_level("INFO")
+    report = tmp_path / "best.json"
+    argv = _evaluate(
+        recipe, "--checkpoint", recipe.args.output_dir, "--checkpoint-choice", "best", "--report", str(report)
+    )
+    if record["best"] is None:
+        assert cli(argv) == 1
+        return
+    assert cli(argv) == 0
+    assert json.loads(report.read_text())["weights"] == record["best"]["checkpoint"]
+    assert f"evaluating the best checkpoint {record['best']['checkpoint']}" in caplog.text
+
+
 def test_recipe_typos_and_other_trainers_are_errors(small_data, tmp_path):
-    config = _config(small_data, tmp_path)
-    with pytest.raises(ValueError, match="learning_rte"):
-        parse_recipe({**config, "learning_rte": 1e-5})
-    with pytest.raises(ValueError, match="offline trainer only"):
-        parse_recipe({**config, "trainer": "grpo"})
+    with pytest.raises(ValueError, match="'learning_rte' \\(did you mean 'learning_rate'\\?\\)"):
+        _recipe(small_data, tmp_path, learning_rte=1e-5)
+    with pytest.raises(ValueError, match="unknown key\\(s\\) 'policy', 'policy_kwargs'"):
+        load_recipe(pointer.RECIPE, ["trainer=grpo"])

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME
 
+from qwengrpo.launch import train
 from qwengrpo.media import MediaBudget, MediaResolver
-from qwengrpo.offline import Group, QwenVLPolicy, TextCollator, load_policy_weights, parse_recipe, run_offline
+from qwengrpo.offline import Group, QwenVLPolicy, TextCollator, build_trainer, load_policy_weights
 from qwengrpo.offline.state import OLD_LOGPS_NAME, STATE_NAME
+from qwengrpo.recipe import load_recipe, recipe_from_dict
 from qwengrpo.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,29 +127,26 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
 
 
 def test_recipe_trains_lora_with_media_in_the_loss(tiny, images, tmp_path):
-    config = yaml.safe_load(RECIPE.read_text())
-    assert config["trainer"] == "offline"
-    parse_recipe({**config, "bf16": False})  # the shipped recipe parses as is (bf16 needs a GPU)
-
     answers = ["red", "blue", "green"]
     rows = [_image_row(images[c], answers, [float(a == c) for a in answers]) for c in ("red", "blue", "green", "red")]
-    config.update(
-        model_name_or_path=str(tiny),
-        dtype="float32",
-        train_file=_write_jsonl(tmp_path / "train.jsonl", rows),
-        eval_file=_write_jsonl(tmp_path / "eval.jsonl", rows[1:3]),
-        output_dir=str(tmp_path / "run"),
-        num_train_epochs=2,  # one RCE epoch, one GRPO epoch, two steps each
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=1,
-        learning_rate=1e-3,
-        bf16=False,
-        use_cpu=True,
-        logging_steps=1,
-        report_to="none",
-        disable_tqdm=True,
-    )
-    trainer = run_offline(config, train=False)
+    sets = {
+        "model_name_or_path": str(tiny),
+        "dataset.train": _write_jsonl(tmp_path / "train.jsonl", rows),
+        "dataset.eval": _write_jsonl(tmp_path / "eval.jsonl", rows[1:3]),
+        "output_dir": str(tmp_path / "run"),
+        "lora_last_k": 2,  # the tiny model's two blocks
+        "num_train_epochs": 2,  # one RCE epoch, one GRPO epoch, two steps each
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "disable_tqdm": "true",
+    }
+
+    def recipe(**more):
+        return load_recipe(RECIPE, [f"{k}={v}" for k, v in {**sets, **more}.items()])
+
+    trainer = build_trainer(recipe())
     policy = trainer.model
     before = {n: p.detach().clone() for n, p in policy.named_parameters()}
     visual = _Calls(policy.hf_model.model.visual)
@@ -167,13 +165,13 @@ def test_recipe_trains_lora_with_media_in_the_loss(tiny, images, tmp_path):
     for name in (ADAPTER_SAFE_WEIGHTS_NAME, STATE_NAME, OLD_LOGPS_NAME, "processor_config.json"):
         assert (checkpoint / name).exists(), name
     batch = _batch(_group(rows[0]))
-    fresh = run_offline(config, train=False).model
+    fresh = build_trainer(recipe()).model
     load_policy_weights(fresh, checkpoint)
     with torch.no_grad():
         assert torch.allclose(fresh.eval()(batch), policy.eval()(batch), atol=1e-5)
 
     # Resume from the mid-run checkpoint: the adapter loads into the wrapped PEFT model and training ends alike.
-    resumed = run_offline({**config, "output_dir": str(tmp_path / "resumed")}, train=False)
+    resumed = build_trainer(recipe(output_dir=tmp_path / "resumed"))
     seen = {}
 
     class Capture(TrainerCallback):
@@ -196,14 +194,15 @@ def test_full_finetune_checkpoint_loads_back(tiny, images, tmp_path):
     # Qwen2.5-VL checkpoints store weights in the hub's key layout; loading must map them back, not skip them.
     rows = [_image_row(images[c], ["red", "blue"], [float(c == "red"), float(c == "blue")]) for c in ("red", "blue")]
     config = {
-        "trainer": "offline", "model_name_or_path": str(tiny), "train_file": _write_jsonl(tmp_path / "t.jsonl", rows),
+        "trainer": "offline", "model_name_or_path": str(tiny),
+        "dataset": {"format": "text", "train": _write_jsonl(tmp_path / "t.jsonl", rows)},
         "output_dir": str(tmp_path / "run"), "num_train_epochs": 1, "per_device_train_batch_size": 1,
-        "learning_rate": 1e-2, "save_strategy": "epoch", "use_cpu": True, "report_to": "none", "disable_tqdm": True,
+        "learning_rate": 1e-2, "save_strategy": "epoch", "report_to": "none", "disable_tqdm": True,
     }  # fmt: skip
-    trainer = run_offline(config)
+    trainer = train(recipe_from_dict(config))
     trained = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     checkpoint = tmp_path / "run" / "checkpoint-2"
-    fresh = run_offline({**config, "output_dir": str(tmp_path / "again")}, train=False)
+    fresh = build_trainer(recipe_from_dict({**config, "output_dir": str(tmp_path / "again")}))
     assert not all(torch.equal(p, trained[n]) for n, p in fresh.model.named_parameters())
     fresh._load_from_checkpoint(str(checkpoint))
     assert all(torch.equal(p, trained[n]) for n, p in fresh.model.named_parameters())

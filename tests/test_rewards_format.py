@@ -7,7 +7,7 @@ def chat(text: str) -> list[dict[str, str]]:
 
 def test_think_answer_format():
     cases = [
-        ("<think>look at frame 3</think> <answer>(1) open door</answer>", 1.0),  # the source system's format
+        ("<think>look at frame 3</think> <answer>(1) open door</answer>", 1.0),  # Video-R1's format
         ("<think>\nmulti\nline\n</think>\n<answer>\nA\n</answer>\n", 1.0),  # new lines inside and between blocks
         ("<answer>A</answer> <think>why</think>", 0.6),  # both blocks, wrong order
         ("<think>why</think>", 0.3),  # think only

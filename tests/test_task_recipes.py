@@ -8,11 +8,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+import recipe_data
 import torch
-from datasets import Dataset, DatasetDict, Features, Image, List, Value
-from helpers import build_tiny_sam2
 from PIL import Image as PILImage
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -29,9 +27,10 @@ _spec = importlib.util.spec_from_file_location("recipes_train", ROOT / "recipes"
 train = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(train)
 
-# CPU, no W&B, one step and one evaluation, tiny media and completions; everything else is the recipe's.
-TINY = ["use_cpu=true", "bf16=false", "report_to=[]", "max_steps=1", "eval_steps=1", "logging_steps=1",
-        "max_completion_length=8", "max_pixels=3136", "video_max_pixels=1568", "video_max_frames=4"]  # fmt: skip
+# No W&B, one step and one evaluation, tiny media and completions; everything else is the recipe's. (Each recipe
+# as written, with only its model and data swapped: test_recipes_as_written.py.)
+TINY = ["report_to=[]", "max_steps=1", "eval_steps=1", "logging_steps=1", "max_completion_length=8",
+        "max_pixels=3136", "video_max_pixels=1568", "video_max_frames=4"]  # fmt: skip
 
 
 def run_recipe(name: str, tmp_path: Path, *overrides: str):
@@ -52,17 +51,11 @@ def assert_rewards_logged(trainer, names: list[str]) -> dict:
     return evals[0]
 
 
-def test_image_reasoning(tmp_path):
-    # hiyouga/geometry3k's layout: a list of embedded images, a problem with an <image> tag, a LaTeX answer.
-    pictures = [PILImage.new("RGB", (56, 56), c) for c in ("red", "blue", "green")]
-    features = Features({"images": List(Image()), "problem": Value("string"), "answer": Value("string")})
-    split = {"images": [[p] for p in pictures], "problem": ["<image>Find x.", "<image>Find y.", "<image>Area?"],
-             "answer": ["3", "\\frac{1}{2}", "2\\sqrt{3}"]}  # fmt: skip
-    path = tmp_path / "geometry3k"
-    DatasetDict({s: Dataset.from_dict(split, features=features) for s in ("train", "validation")}).save_to_disk(path)
+def test_image_reasoning(tmp_path, media_dir):
     trainer = run_recipe(
-        "image_reasoning", tmp_path, "model_name_or_path=tiny:qwen3_vl", f"dataset.train={path}",
-        f"dataset.eval={path}", "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
+        "image_reasoning", tmp_path, "model_name_or_path=tiny:qwen3_vl",
+        *recipe_data.image_reasoning(tmp_path, media_dir),
+        "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
     )  # fmt: skip
     prompt = trainer.eval_dataset[0]["prompt"][0]["content"]
     assert [p["type"] for p in prompt] == ["image", "text"] and "<answer> </answer>" in prompt[1]["text"]
@@ -70,14 +63,9 @@ def test_image_reasoning(tmp_path):
 
 
 def test_grounding(tmp_path, media_dir):
-    rows = [{"messages": [{"role": "user", "content": f"<image>the {c} square"}], "images": [f"{c}.png"],
-             "boxes": [16.0, 12.0, 48.0, 36.0]} for c in ("red", "green", "blue")]  # fmt: skip
-    data = tmp_path / "refcoco.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     trainer = run_recipe(
-        "grounding", tmp_path, "model_name_or_path=tiny:qwen2_5_vl", f"dataset.train={data}", f"dataset.eval={data}",
-        f"dataset.media_root={media_dir}", "num_generations=2", "per_device_train_batch_size=2",
-        "per_device_eval_batch_size=2",
+        "grounding", tmp_path, "model_name_or_path=tiny:qwen2_5_vl", *recipe_data.grounding(tmp_path, media_dir),
+        "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
     )  # fmt: skip
     assert trainer.eval_dataset[0]["boxes"] == [16.0, 12.0, 48.0, 36.0]
     assert_rewards_logged(trainer, ["think_answer_format", "box_iou"])
@@ -90,17 +78,6 @@ def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir):
     freezing = (args.freeze_vision_tower, args.freeze_aligner, args.freeze_llm, args.activation_checkpointing)
     assert (setting, freezing) == ((4, 0.7, 0.9, 0.1, [0.3, 0.7]), (True, False, False, True))
 
-    # The source system's rows: conversations, a video, meta frame budgets, the gold in <answer> tags.
-    rows = [
-        {"id": i, "video": video, "meta": {"frame_cnts": [10, 10], "min_frames": 4, "max_frames": 8,
-                                           "dynamic_sample": True},
-         "conversations": [{"from": "human", "value": "<video>\nWhich way does the dot move? Output the thinking "
-                            "process in <think> </think> and final answer in <answer> </answer> tags."},
-                           {"from": "gpt", "value": f"<answer>(1) {way}</answer>"}]}
-        for i, (video, way) in enumerate([("right.mp4", "right"), ("left.mp4", "left")])
-    ]  # fmt: skip
-    data = tmp_path / "assy07_grpo.json"
-    data.write_text(json.dumps(rows))
     # Sampling restricted to the two direction words, a comma and the end of turn, so that the action-set reward
     # varies within a group and the step has a gradient: then what moved shows what the recipe tunes.
     model_path = build_tiny_model("qwen2_5_vl", tmp_path / "tiny")
@@ -111,8 +88,8 @@ def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir):
     suppress = [i for i in range(len(tokenizer)) if i not in keep]
     before = AutoModelForImageTextToText.from_pretrained(model_path).state_dict()
     trainer = run_recipe(
-        "video_qa", tmp_path, f"model_name_or_path={model_path}", f"dataset.train={data}", f"dataset.eval={data}",
-        f"dataset.media_root={media_dir}", f"generation_kwargs={{suppress_tokens: {suppress}, min_new_tokens: 1}}",
+        "video_qa", tmp_path, f"model_name_or_path={model_path}", *recipe_data.video_qa(tmp_path, media_dir),
+        f"generation_kwargs={{suppress_tokens: {suppress}, min_new_tokens: 1}}",
     )  # fmt: skip
     model = trainer.model
     assert model.is_gradient_checkpointing
@@ -126,30 +103,15 @@ def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir):
     assert logged["eval_rewards/answer_accuracy_set_iou/mean"] > 0.0  # the gold in <answer> tags was read
 
 
-def write_scene(root: Path, name: str, shift: int = 0) -> dict:
-    """A 60x40 image with a bright square and its gold mask, as PNG files under `root`."""
-    pixels = np.full((40, 60, 3), 30, dtype=np.uint8)
-    mask = np.zeros((40, 60), dtype=np.uint8)
-    pixels[10:30, 20 + shift : 40 + shift] = 220
-    mask[10:30, 20 + shift : 40 + shift] = 255
-    PILImage.fromarray(pixels).save(root / f"{name}.png")
-    PILImage.fromarray(mask).save(root / f"{name}_mask.png")
-    return {"image": f"{name}.png", "mask": f"{name}_mask.png", "question": "the bright square", "id": name}
-
-
 def test_segmentation_points_with_sam2(tmp_path):
-    sam2_path = build_tiny_sam2(tmp_path / "sam2")
-    train_rows = [write_scene(tmp_path, f"scene{i}", shift=5 * i) for i in range(2)]
-    eval_rows = [write_scene(tmp_path, "held_out", shift=-5)]
-    for name, rows in (("train", train_rows), ("val", eval_rows)):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = recipe_data.segmentation_points(tmp_path, tmp_path)
     trainer = run_recipe(
-        "segmentation_points", tmp_path, "model_name_or_path=tiny:qwen2_5_vl", f"rewards.0.checkpoint={sam2_path}",
-        f"dataset.train={tmp_path}/train.jsonl", f"dataset.eval={tmp_path}/val.jsonl", "lora_last_k=1",
+        "segmentation_points", tmp_path, "model_name_or_path=tiny:qwen2_5_vl", *data, "lora_last_k=1",
         "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
     )  # fmt: skip
+    sam2_path = data[0].partition("=")[2]
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n in trainable)  # adapters only, as in the source system
+    assert trainable and all("lora_" in n for n in trainable)  # adapters only, as in the gradient-fix system
     row = trainer.eval_dataset[0]
     assert (row["image"], row["mask"], row["id"]) == (
         str(tmp_path / "held_out.png"),
@@ -168,7 +130,7 @@ def test_segmentation_points_with_sam2(tmp_path):
 
 
 def test_segmentation_adapter_checks_masks(tmp_path):
-    good = write_scene(tmp_path, "a")
+    good = recipe_data.write_scene(tmp_path, "a")
     PILImage.new("L", (30, 20)).save(tmp_path / "small_mask.png")
     cfg = DatasetConfig(format="segmentation", train="x", prompt_template="Segment {question}.")
     cases = [
@@ -194,7 +156,7 @@ def test_segmentation_adapter_checks_masks(tmp_path):
 def test_dotted_path_reward_with_parameters(tmp_path):
     path = tmp_path / "custom.yaml"
     path.write_text(
-        "model_name_or_path: tiny:qwen2_5_vl\n"
+        "model_name_or_path: tiny:qwen2_5_vl\ndataset: {format: rows, train: rows.jsonl}\n"
         "rewards:\n  - {name: helpers.KeywordReward, word: blue, bonus: 0.5, weight: 2.0}\n  - think_answer_format\n"
     )
     recipe = load_recipe(path, [f"output_dir={tmp_path}", "use_cpu=true", "bf16=false", "rewards.0.word=red"])

@@ -252,13 +252,14 @@ def test_cli_validate_recipe(tmp_path, media, capsys, tiny_models):
     val = write_jsonl(tmp_path / "val.jsonl", [GOOD, conv("<image>" + "word " * 60, image="photo.png")])
     recipe = {
         "model_name_or_path": "Qwen/Qwen2.5-VL-3B-Instruct",  # not reachable here: --model overrides it
-        "dataset": {"format": "conversations", "train": str(train), "eval": str(val), "media_root": str(media),
-                    "on_error": "skip", "rejects": str(tmp_path / "out" / "rejects.jsonl")},
+        "dataset": {"format": "conversations", "train": str(train), "eval": str(val), "media_root": str(media)},
+        "on_error": "skip",
+        "rejects_path": str(tmp_path / "out" / "rejects.jsonl"),
         "rewards": [{"name": "think_answer_format", "weight": 0.3},
                     {"name": "answer_accuracy", "mode": "set_iou", "weight": 0.7}],
         "max_prompt_tokens": 64,
         "video_max_frames": 4,
-        "bf16": True,  # a GPU setting: validation does not build the training arguments, so it runs anyway
+        "bf16": True,  # a GPU setting: on a machine without one the CPU and float32 are picked instead
     }  # fmt: skip
     config = tmp_path / "task.yaml"
     config.write_text(yaml.safe_dump(recipe, allow_unicode=True))

@@ -1,7 +1,7 @@
 """The data layer: adapters from source formats to trainer rows, loading, validation and previews."""
 
 from .adapters import ADAPTERS, conversations_row, frames_row, hf_row, messages_row, trainer_row, video_budgets
-from .config import FORMATS, DatasetConfig
+from .config import DatasetConfig
 from .loading import load_dataset, load_split
 from .preview import preview_dataset
 from .prompts import RowError, text_parts
@@ -9,6 +9,8 @@ from .readers import read_records
 from .report import ValidationReport
 from .segmentation import segmentation_row
 from .validate import ValidationError, validate_dataset
+
+FORMATS = tuple(ADAPTERS)  # every `dataset.format` a GRPO recipe may name (plus the generated `demo`)
 
 __all__ = [
     "ADAPTERS",

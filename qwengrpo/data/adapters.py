@@ -30,6 +30,7 @@ from .segmentation import segmentation_row
 
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _KINDS = ("image", "video")
+_META_KEYS = {"frame_cnts", "min_frames", "max_frames", "dynamic_sample"}  # what video_budgets reads
 
 
 def _extras(row: dict, consumed: set[str], cfg: DatasetConfig) -> dict:
@@ -46,7 +47,7 @@ def _frame_bound(meta: dict, key: str) -> int | None:
 
 
 def video_budgets(paths: list[str], meta: Any) -> list[dict]:
-    """Per-video frame budgets from the video source system's `meta`.
+    """Per-video frame budgets from a Video-R1-style video QA row's `meta`; an unknown key is an error.
 
     `min_frames` / `max_frames` bound the sampled frames. `dynamic_sample: false` asks for a fixed count
     (`max_frames`); `dynamic_sample: true` with `frame_cnts` (the clip's frame count: one entry per video,
@@ -58,6 +59,8 @@ def video_budgets(paths: list[str], meta: Any) -> list[dict]:
         return [{"path": p} for p in paths]
     if not isinstance(meta, dict):
         raise RowError("bad_meta", f"'meta' must be an object, got {kind(meta)}")
+    if unknown := set(meta) - _META_KEYS:
+        raise RowError("bad_meta", f"meta has unknown key(s) {sorted(unknown)}; expected any of {sorted(_META_KEYS)}")
     lo, hi = _frame_bound(meta, "min_frames"), _frame_bound(meta, "max_frames")
     if lo is not None and hi is not None and lo > hi:
         raise RowError("bad_meta", f"meta.min_frames ({lo}) is above meta.max_frames ({hi})")

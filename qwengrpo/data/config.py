@@ -6,8 +6,6 @@ import string
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-FORMATS = ("conversations", "messages", "hf", "frames", "rows", "group_qc", "segmentation")
-
 
 @dataclass(frozen=True)
 class DatasetConfig:
@@ -29,20 +27,15 @@ class DatasetConfig:
     frames_fps: float | None = None  # frames: rate the folders were extracted at, unless a row says
     train_split: str = "train"  # hf: split of a DatasetDict or builder
     eval_split: str = "validation"
-    on_error: str = "fail"
-    rejects: str | None = None
-    duplicate_ids: str = "warn"
-    missions: str | None = None  # group_qc: missions YAML (default: recipes/missions/group_qc.yaml)
+    missions: str | None = None  # group_qc: missions YAML (default: the four missions shipped with qwengrpo.groupqc)
     labels: str | None = None  # group_qc: labels file (CSV/JSONL) overriding the labels Stage-A wrote
     group_input: str = "summaries"  # group_qc: the photos' Stage-A summaries, or the photos themselves ("images")
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"dataset.format must be one of {FORMATS}, got {self.format!r}")
-        if self.on_error not in ("fail", "skip"):
-            raise ValueError(f"dataset.on_error must be 'fail' or 'skip', got {self.on_error!r}")
-        if self.duplicate_ids not in ("warn", "error"):
-            raise ValueError(f"dataset.duplicate_ids must be 'warn' or 'error', got {self.duplicate_ids!r}")
+        from .adapters import ADAPTERS  # the format registry; imported late, as the adapters build on this class
+
+        if self.format not in ADAPTERS:
+            raise ValueError(f"dataset.format must be one of {sorted(ADAPTERS)}, got {self.format!r}")
         if self.group_input not in ("summaries", "images"):
             raise ValueError(f"dataset.group_input must be 'summaries' or 'images', got {self.group_input!r}")
         roles = {"image", "question", "answer", "frames", "fps", "mask", "confusable_mask"}
@@ -56,11 +49,19 @@ class DatasetConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> DatasetConfig:
-        known = {f.name for f in fields(cls)}
-        if unknown := set(cfg) - known:
-            raise ValueError(f"unknown dataset option(s) {sorted(unknown)}; expected any of {sorted(known)}")
-        return cls(**cfg)
+        return section_from_dict(cls, cfg)
 
     def column(self, role: str) -> str:
         """The source column that plays `role` (`question`, `answer`, ...): the mapping's, else the role's name."""
         return self.columns.get(role, role)
+
+
+def section_from_dict(cls: type, cfg: dict[str, Any]) -> Any:
+    """A recipe's `dataset:` section as `cls` (a dataclass); an unknown or missing key is named."""
+    known = {f.name for f in fields(cls)}
+    if unknown := set(cfg) - known:
+        raise ValueError(f"unknown dataset option(s) {sorted(unknown)}; expected any of {sorted(known)}")
+    try:
+        return cls(**cfg)
+    except TypeError as exc:  # a required key is missing
+        raise ValueError(f"dataset: {str(exc).partition('() ')[2] or exc}") from exc

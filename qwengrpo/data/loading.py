@@ -98,7 +98,17 @@ def image_feature(feature: Any, decode: bool) -> Any:
     return None
 
 
+# Single files the `hf` format reads with a `datasets` builder (their one split is "train").
+_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
+
+
 def _open_hf(source: str, split: str) -> Dataset:
+    suffix = os.path.splitext(source)[1].lower()
+    if os.path.isfile(source) and suffix in _BUILDERS:
+        kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
+        return datasets.load_dataset(_BUILDERS[suffix], data_files=source, split="train", **kwargs)
+    if os.path.isfile(source):
+        raise ValueError(f"{source}: the hf format reads {sorted(_BUILDERS)} files, save_to_disk folders and Hub ids")
     saved = any(os.path.isfile(os.path.join(source, n)) for n in ("dataset_dict.json", "state.json"))
     try:
         dataset = datasets.load_from_disk(source) if saved else datasets.load_dataset(source, split=split)
@@ -120,7 +130,9 @@ def _load_hf(cfg: DatasetConfig, source: str | list[str], split: str) -> Dataset
     if not isinstance(source, str):
         raise ValueError("dataset.format 'hf' takes one dataset: a save_to_disk folder or a builder name")
     dataset = _open_hf(source, split)
-    root = os.path.abspath(cfg.media_root or (source if os.path.isdir(source) else "."))
+    folder = source if os.path.isdir(source) else os.path.dirname(source) if os.path.isfile(source) else "."
+    root = os.path.abspath(cfg.media_root or folder or ".")
+    _check_columns(cfg, dataset.column_names, source)
     image_col, answer_col = cfg.column("image"), cfg.column("answer")
     embedded = image_feature(dataset.features.get(image_col), decode=False)
     if embedded is not None:  # the adapter only counts embedded images; their bytes stay undecoded in Arrow
@@ -153,6 +165,18 @@ def _load_hf(cfg: DatasetConfig, source: str | list[str], split: str) -> Dataset
         if image_col != target:
             out = out.rename_column(image_col, target)
     return out
+
+
+def _check_columns(cfg: DatasetConfig, names: list[str], source: str) -> None:
+    """The question and answer columns must be there; a missing one is named with the mapping that fixes it."""
+    needs_question = cfg.prompt_template is None or "{question}" in cfg.prompt_template
+    for role in ("question", "answer") if needs_question else ("answer",):
+        column = cfg.column(role)
+        if column not in names:
+            raise ValueError(
+                f"{source}: no {role} column {column!r} (its columns: {names}); name yours in the recipe with "
+                f"dataset.columns: {{{role}: <column>}} (or --set dataset.columns.{role}=<column>)"
+            )
 
 
 def _adapt_hf(

@@ -25,7 +25,7 @@ from datasets import Dataset
 
 from ..errors import InputError
 from ..media import MediaBudget, PromptLimit
-from .validate import ValidationError, split_rejects_path, validate_dataset
+from .validate import ValidationError, validate_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +34,7 @@ TRAINING_STAGE = "training"  # the `stage` of a rejects record written by `RowGu
 
 def rejects_path(args: Any, split: str = "train") -> str | None:
     """Where `split`'s rejected rows go: `rejects_path` (default `<output_dir>/rejects.jsonl`), in skip mode."""
-    if args.on_error != "skip":
-        return None
-    return split_rejects_path(args.rejects_path or os.path.join(args.output_dir, "rejects.jsonl"), split)
+    return args.rejects_file(split) if args.on_error == "skip" else None
 
 
 def source_key(source: dict) -> str:

@@ -56,8 +56,9 @@ class ValidationReport:
     def n_rejected(self) -> int:
         return sum(self.rejected.values())
 
-    def render(self) -> str:
-        """The summary table printed by `qwengrpo validate` and logged by the trainer."""
+    def render(self, tokens: bool = True) -> str:
+        """The summary table printed by `qwengrpo validate` and logged by the trainer (`tokens=False`: without the
+        vision-token histogram, when there was no model to count with)."""
         how = "media decoded" if self.decoded else "media not decoded: files, headers and text tokens only"
         lines = [f"{self.name}: {self.rows} rows checked ({how})", f"  {'ok':<24}{self.ok:>8}"]
         lines.append(f"  {'rejected':<24}{self.n_rejected:>8}")
@@ -66,6 +67,8 @@ class ValidationReport:
             lines.append(f"  {'duplicate ids':<24}{self.duplicate_ids:>8}")
         if self.rejects_path and self.n_rejected:
             lines.append(f"  rejected rows written to {self.rejects_path}")
+        if not tokens:
+            return "\n".join(lines)
         lines.append("vision tokens per kept prompt" + (" (images only)" if self.uncounted_video else ""))
         peak = max(self.vision_tokens.values(), default=0)
         previous = None

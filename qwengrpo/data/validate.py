@@ -161,7 +161,7 @@ def split_rejects_path(rejects: str | None, split: str) -> str | None:
     if rejects is None or split == "train":
         return rejects
     stem, ext = os.path.splitext(rejects)
-    return f"{stem}.{split}{ext}"
+    return f"{stem}.{split}{ext or '.jsonl'}"
 
 
 def _tightest(limits: int | PromptLimit | Sequence[PromptLimit] | None) -> PromptLimit | None:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_MISSIONS = "recipes/missions/group_qc.yaml"
+# The four BBU / air-baffle missions, shipped inside the package so an installed qwengrpo finds them too.
+DEFAULT_MISSIONS = str(Path(__file__).with_name("default_missions.yaml"))
 _FIELDS = {"mission", "inspection_points", "n_images", "images"}
 _KEYS = ("stage_a_prompt", "inspection_points", "stage_b_system", "stage_b_user")
 
@@ -94,13 +95,10 @@ def _mission(name: str, spec: object, defaults: dict, path: Path) -> Mission:
 
 
 def load_missions(path: str | Path = DEFAULT_MISSIONS) -> dict[str, Mission]:
-    """Every mission of the YAML at `path`, by name.
-
-    The default path is relative to the repository root; run elsewhere, the checkout's own copy is used.
-    """
+    """Every mission of the YAML at `path` (default: the shipped missions), by name."""
     path = Path(path)
-    if str(path) == DEFAULT_MISSIONS and not path.exists():
-        path = Path(__file__).resolve().parents[2] / DEFAULT_MISSIONS
+    if not path.is_file():
+        raise FileNotFoundError(f"missions file not found: {path}")
     return dict(_load(str(path.resolve()), path.stat().st_mtime_ns))
 
 

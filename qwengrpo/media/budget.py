@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import MediaError
@@ -21,23 +21,38 @@ _IMAGE_OVERRIDES = {"min_pixels": "min_pixels", "max_pixels": "max_pixels"}
 SOURCE_KEYS = {"path", "image", "video", "native_fps", "video_start", "video_end"}
 
 
-@dataclass(frozen=True)
-class MediaBudget:
-    """How much of each image and video the model is shown. `None` means the processor's default."""
+@dataclass
+class Budgets:
+    """The budget fields, declared once: `MediaBudget` and every trainer config (`QwenGRPOConfig`, the offline
+    trainer's) take them from here, so a recipe names them the same way everywhere. `None`: the processor's default.
+    """
 
-    min_pixels: int | None = None
-    max_pixels: int | None = None
-    video_fps: float = 2.0
-    video_min_frames: int = 4
-    video_max_frames: int = 16
-    video_min_pixels: int | None = None
-    video_max_pixels: int | None = None
-    video_total_pixels: int | None = None
+    min_pixels: int | None = field(
+        default=None, metadata={"help": "Minimum pixels per image after resizing (None: the processor's default)."}
+    )
+    max_pixels: int | None = field(
+        default=None, metadata={"help": "Maximum pixels per image after resizing (None: the processor's default)."}
+    )
+    video_fps: float = field(default=2.0, metadata={"help": "Frames per second sampled from each video."})
+    video_min_frames: int = field(default=4, metadata={"help": "Minimum frames sampled per video."})
+    video_max_frames: int = field(
+        default=16, metadata={"help": "Maximum frames per video; when it caps, the sampled fps (and timing) drops."}
+    )
+    video_min_pixels: int | None = field(default=None, metadata={"help": "Minimum pixels per video frame."})
+    video_max_pixels: int | None = field(default=None, metadata={"help": "Maximum pixels per video frame."})
+    video_total_pixels: int | None = field(
+        default=None, metadata={"help": "Pixel budget over all frames of a video, spread evenly over its frames."}
+    )
+
+
+@dataclass
+class MediaBudget(Budgets):
+    """How much of each image and video the model is shown."""
 
     @classmethod
     def from_args(cls, args: Any) -> MediaBudget:
         """Read the budget fields off any config object that has them (e.g. `QwenGRPOConfig`)."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+        return cls(**{f.name: getattr(args, f.name) for f in fields(Budgets) if hasattr(args, f.name)})
 
     def with_overrides(self, kind: str, overrides: dict[str, Any], where: str) -> MediaBudget:
         """Apply a row's per-media overrides; unknown keys are an error rather than silently ignored."""

@@ -101,6 +101,16 @@ def _column_media(row: dict, kind: str) -> list:
     return list(many or [])
 
 
+def _no_column(row: dict, kind: str) -> str:
+    if kind in row or f"{kind}s" in row:
+        return ""
+    # The usual cause: `Dataset.from_list` takes its columns from the first row only.
+    return (
+        f"; the dataset has no '{kind}' or '{kind}s' column: give every row the same media keys (None where a row "
+        "has no such medium), as Dataset.from_list takes its columns from the first row"
+    )
+
+
 def split_row(row: dict, budget: MediaBudget, index: int) -> tuple[list[dict], list[MediaRef]]:
     """Return the row's prompt with bare media placeholders, and its media in placeholder order."""
     where = f"row {index}"
@@ -149,7 +159,7 @@ def split_row(row: dict, budget: MediaBudget, index: int) -> tuple[list[dict], l
                 n_col = len(columns[kind])
                 raise MediaError(
                     f"{where}: the prompt has more {kind} placeholders ({placeholders[kind]}+) than "
-                    f"{kind} media given ({n_col} in the '{kind}'/'{kind}s' columns)"
+                    f"{kind} media given ({n_col} in the '{kind}'/'{kind}s' columns)" + _no_column(row, kind)
                 )
             new_content.append({"type": kind})
         prompt[m] = {**message, "content": new_content}

@@ -9,7 +9,7 @@ from .families import (
     mm_token_type_ids,
     vision_tower,
 )
-from .freeze import apply_freezing, apply_last_k_lora, trainable_parameter_names
+from .freeze import apply_freezing, apply_last_k_lora, apply_tuning, trainable_parameter_names
 from .suppress import suppress_in_head, vision_token_ids
 from .sync import DeferredEncoding, dummy_vision_forward, sync_vision_calls, vision_calls_skipped
 
@@ -18,6 +18,7 @@ __all__ = [
     "aligner_modules",
     "apply_freezing",
     "apply_last_k_lora",
+    "apply_tuning",
     "coordinate_convention",
     "decoder_layer_names",
     "dummy_vision_forward",

@@ -56,5 +56,20 @@ def apply_last_k_lora(model: nn.Module, k: int, *, r: int = 16, alpha: int = 32,
     return peft_model
 
 
+def apply_tuning(model: nn.Module, args) -> nn.Module:
+    """A config's freezing flags and last-K LoRA (`qwengrpo.config.QwenVLArgs`) applied to `model`.
+
+    With `lora_last_k` everything but the adapters (and the aligner, unless `freeze_aligner`) is frozen.
+    """
+    if not args.lora_last_k:
+        return apply_freezing(
+            model, llm=args.freeze_llm, vision_tower_=args.freeze_vision_tower, aligner=args.freeze_aligner
+        )
+    apply_freezing(model, llm=True, vision_tower_=True, aligner=True)
+    return apply_last_k_lora(
+        model, args.lora_last_k, r=args.lora_r, alpha=args.lora_alpha, aligner=not args.freeze_aligner
+    )
+
+
 def trainable_parameter_names(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]

@@ -1,13 +1,15 @@
 """Offline group training: RCE warm-up then clipped GRPO from K pre-scored candidates per query, no generation.
 
-See `policies` for the policy interface, `data` for the two input formats, `trainer` for the method.
+See `policies` for the policy interface, `data` for the two input formats (Lever-Plus beams, scored texts),
+`trainer` for the method, `launch` for building it from a recipe (`trainer: offline`), `scoring` for candidate
+scoring and `evaluate` for the held-out comparison behind `qwengrpo evaluate`.
 """
 
 from .config import OfflineGRPOConfig
-from .data import BeamCollator, Group, GroupDataset, TextCollator, beam_groups, load_groups, text_groups
-from .inference import rank_candidates, score_dataset
-from .launch import parse_recipe, run_offline
+from .data import BeamCollator, Group, GroupDataset, OfflineData, TextCollator, beam_groups, load_groups, text_groups
+from .launch import build_trainer
 from .policies import QwenVLPolicy, load_policy_weights
+from .scoring import rank_candidates, score_dataset
 from .state import OfflineState
 from .trainer import OfflineGRPOTrainer
 
@@ -15,17 +17,17 @@ __all__ = [
     "BeamCollator",
     "Group",
     "GroupDataset",
+    "OfflineData",
     "OfflineGRPOConfig",
     "OfflineGRPOTrainer",
     "OfflineState",
     "QwenVLPolicy",
     "TextCollator",
     "beam_groups",
+    "build_trainer",
     "load_groups",
     "load_policy_weights",
-    "parse_recipe",
     "rank_candidates",
-    "run_offline",
     "score_dataset",
     "text_groups",
 ]

@@ -1,7 +1,8 @@
-"""`OfflineGRPOConfig`: the Trainer's arguments plus the offline method's own knobs.
+"""`OfflineGRPOConfig`: the Trainer's arguments, the Qwen-VL settings shared with `QwenGRPOConfig` (budgets,
+freezing, last-K LoRA, media cache) and the offline method's own knobs.
 
 Only new fields live here. The schedule, clipping and checkpoint cadence are the Trainer's own arguments; the
-source system's values for them (`lr_scheduler_type: cosine`, `warmup_steps: 0.1`, a ratio when below 1,
+Lever-Plus values for them (`lr_scheduler_type: cosine`, `warmup_steps: 0.1`, a ratio when below 1,
 `max_grad_norm: 1.0` (Trainer's default), `save_strategy: epoch`, `eval_strategy: epoch`) are set in
 `recipes/configs/offline_rce_grpo.yaml`.
 """
@@ -9,14 +10,23 @@ source system's values for them (`lr_scheduler_type: cosine`, `warmup_steps: 0.1
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import TrainingArguments
 
+from ..config import QwenVLArgs, prepare_training_args
+
 
 @dataclass
-class OfflineGRPOConfig(TrainingArguments):
+class OfflineGRPOConfig(QwenVLArgs, TrainingArguments):
     """Arguments of `OfflineGRPOTrainer`. `num_train_epochs` counts both stages: RCE first, then GRPO."""
 
+    model_init_kwargs: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments of `from_pretrained` for the qwen_vl policy (`dtype`, `attn_implementation`)."
+        },
+    )
     rce_epochs: float = field(
         default=1.0,
         metadata={"help": "Epochs of the RCE warm-up (stage 1) before GRPO; 0 skips it. May be fractional."},
@@ -60,11 +70,12 @@ class OfflineGRPOConfig(TrainingArguments):
         default=False,
         metadata={
             "help": "Recompute π_old from the current policy at the start of every GRPO epoch. Off: π_old stays "
-            "the starting policy, as in the source (its SFT model)."
+            "the starting policy, as in Lever-Plus (its SFT model)."
         },
     )
 
     def __post_init__(self):
+        prepare_training_args(self)
         super().__post_init__()
         if not 0 <= self.rce_epochs <= self.num_train_epochs:
             raise ValueError(f"rce_epochs={self.rce_epochs} must lie in [0, num_train_epochs={self.num_train_epochs}]")

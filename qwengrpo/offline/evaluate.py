@@ -1,68 +1,72 @@
-"""Held-out evaluation of a base and a trained policy side by side: expected score and candidate-rank accuracy.
+"""Held-out evaluation of the offline trainer's policy: the starting policy and a trained one side by side, by
+expected score, candidate-rank accuracy and KL to the start (`qwengrpo evaluate OFFLINE_RECIPE --checkpoint DIR`).
 
-    python -m qwengrpo.offline.evaluate --config recipes/configs/offline_rce_grpo.yaml \\
-        --checkpoint outputs/offline_rce_grpo/checkpoint-120 [--eval-file held_out.jsonl]
-
-The base is the recipe's starting policy; the trained one is the same policy with the checkpoint's weights.
-`--checkpoint` may also be a run's output directory, in which case its recorded best checkpoint is used.
+The starting policy is the recipe's; the trained one is the same policy with the checkpoint's weights: the final
+model a run saved in its output folder (`final`, the default), or the checkpoint the run recorded as best (lowest
+held-out KL among those whose expected score did not drop; `best`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import torch
-import yaml
 from torch.utils.data import DataLoader
 
-from .data import GroupDataset, load_groups
-from .inference import Scored, score_dataset, to_device
-from .launch import build_groups, build_policy, collator_for, parse_recipe
+from ..device import inference_device
+from ..recipe import Recipe
+from .data import GroupDataset
+from .launch import build_groups, build_policy, collator_for
 from .losses import candidate_metrics, kl_terms
 from .policies import load_policy_weights
+from .scoring import Scored, score_dataset, to_device
 from .state import BEST_NAME
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("expected_score", "rank_accuracy", "best_candidate_prob", "kl_to_base")
+CHOICES = ("final", "best")
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory as given, or the best checkpoint recorded in a run's output directory."""
+def resolve_checkpoint(path: str | Path, choice: str = "final") -> Path:
+    """The weights to evaluate: `path` itself (`final`: a run's output folder holds its final model; a
+    `checkpoint-N` folder its own), or the best checkpoint recorded in the run folder `path` (`best`)."""
     path = Path(path)
-    record = path / BEST_NAME
-    if not record.exists():
+    if choice not in CHOICES:
+        raise ValueError(f"checkpoint choice must be one of {CHOICES}, got {choice!r}")
+    if choice == "final":
+        what = "a checkpoint" if path.name.startswith("checkpoint-") else "the final model"
+        logger.info("evaluating %s (%s)", path, what)
         return path
+    record = path / BEST_NAME
+    if not record.is_file():
+        raise FileNotFoundError(f"{record} not found: the best checkpoint is recorded in a run's output folder")
     best = json.loads(record.read_text())["best"]
     if best is None:
-        raise ValueError(f"{record}: no checkpoint qualified as best; pass a checkpoint directory")
+        raise ValueError(f"{record}: no checkpoint qualified as best; evaluate the final model instead")
+    logger.info("evaluating the best checkpoint %s (eval KL %.4g, step %d)", best["checkpoint"], best["eval_kl"],
+                best["global_step"])  # fmt: skip
     return Path(best["checkpoint"])
 
 
-def compare(
-    config: dict[str, Any], checkpoint: str | Path, eval_file: str | None = None, batch_size: int = 8
-) -> dict[str, dict[str, float]]:
+def compare(recipe: Recipe, checkpoint: str | Path, batch_size: int = 8) -> dict[str, dict[str, float]]:
     """Metrics of the recipe's starting policy (`base`) and of `checkpoint` (`trained`) on the held-out groups."""
-    recipe = parse_recipe(config)
-    groups = load_groups(eval_file, recipe.script.data_format) if eval_file else build_groups(recipe)[1]
+    _, groups = build_groups(recipe, with_train=False)
     if not groups:
-        raise ValueError("no held-out groups: give --eval-file, or eval_file / eval_fraction in the recipe")
+        raise ValueError(f"{recipe.source}: no held-out groups; set dataset.eval (or dataset.eval_fraction)")
     dataset = GroupDataset(groups)
     policy, _ = build_policy(recipe)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device, _ = inference_device()
 
     def run() -> Scored:
-        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator_for(recipe.script.data_format))
+        loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collator_for(recipe.dataset.format))
         move = partial(to_device, device=device)
         return score_dataset(policy.to(device), loader, len(dataset), dataset.max_candidates, prepare=move)
 
     base = run()
-    load_policy_weights(policy, resolve_checkpoint(checkpoint))
+    load_policy_weights(policy, checkpoint)
     trained = run()
     _, kl = kl_terms(trained.logps, base.logps)
     results = {"base": candidate_metrics(*base), "trained": candidate_metrics(*trained)}
@@ -79,21 +83,3 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     lines += [f"{name:<8}" + "".join(f"{row[c]:>20.4f}" for c in COLUMNS) for name, row in results.items()]
     chance = next(iter(results.values()))["chance_rank_accuracy"]
     return "\n".join([*lines, f"(rank accuracy by chance: {chance:.4f})"])
-
-
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="the recipe YAML the checkpoint was trained with")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint directory or a run's output directory")
-    parser.add_argument("--eval-file", help="held-out groups; default: the recipe's eval_file / eval_fraction")
-    parser.add_argument("--batch-size", type=int, default=8)
-    cli = parser.parse_args(argv)
-    config = yaml.safe_load(Path(cli.config).read_text())
-    results = compare(config, cli.checkpoint, cli.eval_file, cli.batch_size)
-    print(format_table(results))  # the command's output, not a log line
-    return results
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    main()

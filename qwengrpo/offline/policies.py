@@ -27,10 +27,12 @@ import safetensors.torch
 import torch
 from peft import PeftModel
 from torch import nn
-from transformers import AutoModelForImageTextToText, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_NAME
 
+from qwengrpo.inference import left_pad, pad_id
 from qwengrpo.media import MediaResolver
+from qwengrpo.models import load_full_weights
 from qwengrpo.models import mm_token_type_ids as token_types
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ class QwenVLPolicy(nn.Module):
         self.model = model
         self.resolver = resolver
         tokenizer = resolver.processor.tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_id = pad_id(tokenizer)
         self.end_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
 
     @property
@@ -74,16 +76,13 @@ class QwenVLPolicy(nn.Module):
         pairs = [(i, j) for i, row in enumerate(batch["completions"]) for j in range(len(row)) if mask[i, j]]
         prompts = [media[i].prompt_ids for i, _ in pairs]
         completions = [self.completion_ids(batch["completions"][i][j]) for i, j in pairs]
-        p_len, c_len = max(map(len, prompts)), max(map(len, completions))
-        input_ids = torch.full((len(pairs), p_len + c_len), self.pad_id, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        completion_mask = torch.zeros(len(pairs), c_len, dtype=torch.bool)
-        for n, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-            input_ids[n, p_len - len(prompt) : p_len] = torch.tensor(prompt)
-            input_ids[n, p_len : p_len + len(completion)] = torch.tensor(completion)
-            attention[n, p_len - len(prompt) : p_len + len(completion)] = 1
-            completion_mask[n, : len(completion)] = True
-        input_ids, attention, completion_mask = input_ids.to(device), attention.to(device), completion_mask.to(device)
+        prompt_ids, prompt_mask = left_pad(prompts, self.pad_id)
+        c_len, p_len = max(map(len, completions)), prompt_ids.shape[1]
+        completion_ids = torch.tensor([c + [self.pad_id] * (c_len - len(c)) for c in completions])
+        completion_mask = torch.tensor([[1] * len(c) + [0] * (c_len - len(c)) for c in completions])
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1).to(device)
+        attention = torch.cat([prompt_mask, completion_mask], dim=1).to(device)
+        completion_mask = completion_mask.to(device)
         mm_token_type_ids = token_types(input_ids, self.model.config)
         out = self.model(
             input_ids=input_ids,
@@ -109,10 +108,7 @@ def load_policy_weights(policy: nn.Module, checkpoint: str | Path) -> None:
         if isinstance(policy.model, PeftModel):
             policy.model.load_adapter(str(checkpoint), adapter_name="default", is_trainable=False)
         else:
-            # save_pretrained writes Qwen2/2.5-VL weights in the hub's key layout, which a plain load_state_dict
-            # would silently skip; from_pretrained maps them back. Copying keeps the policy's module and flags.
-            loaded = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=policy.hf_model.dtype)
-            policy.model.load_state_dict(loaded.state_dict())
+            load_full_weights(policy.model, checkpoint)
     else:
         result = policy.load_state_dict(safetensors.torch.load_file(checkpoint / SAFE_WEIGHTS_NAME), strict=False)
         if result.missing_keys or result.unexpected_keys:

@@ -17,11 +17,12 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..inference import cache_on_save
 from .config import OfflineGRPOConfig
 from .data import Group, GroupDataset
-from .inference import Scored, score_dataset
 from .losses import adapt_beta, candidate_metrics, group_advantages, grpo_loss, kl_terms, rce_loss, top_k_mask
 from .policies import QwenVLPolicy, load_policy_weights
+from .scoring import Scored, score_dataset
 from .state import BEST_NAME, GRPO, OLD_LOGPS_NAME, RCE, STATE_NAME, OfflineState, Schedule, schedule_at
 
 logger = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class OfflineGRPOTrainer(Trainer):
             logger.info("best checkpoint so far: %s (eval KL %.4g)", checkpoint, entry["eval_kl"])
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        """Also saves the offline state and π_old, and records the best checkpoint by the source's rule."""
+        """Also saves the offline state and π_old, and records the best checkpoint by Lever-Plus's rule."""
         checkpoint = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         self._record_evaluation(checkpoint)
         super()._save_checkpoint(model, trial)
@@ -234,7 +235,8 @@ class OfflineGRPOTrainer(Trainer):
         # Trainer's own _save handles PreTrainedModel/PeftModel (processor, args, ranks); show it the inner model.
         self.model = policy.model
         try:
-            super()._save(output_dir)
+            with cache_on_save(policy.model):  # saved models generate with a KV cache
+                super()._save(output_dir)
         finally:
             self.model = policy
 

@@ -1,10 +1,11 @@
 """A pointer-network policy that picks in-context examples from a pool, trained offline on synthetic beam data.
 
-The source system's use case: for each query, beam search produced K shot sequences (`id_list`, ids of examples
-in a pool) with a score each (`score_list`); a pointer network that scores shot sequences is post-trained on
-them with RCE then GRPO. Run it end to end on synthetic data (a minute on a laptop CPU):
+Lever-Plus's use case: for each query, beam search produced K shot sequences (`id_list`, ids of examples in a
+pool) with a score each (`score_list`); a pointer network that scores shot sequences is post-trained on them with
+RCE then GRPO, by `recipes/configs/offline_pointer_beams.yaml`. Make synthetic data and run that recipe on it (a
+minute on a laptop CPU):
 
-    python recipes/examples/pointer_policy.py --out /tmp/pointer_demo
+    python recipes/examples/pointer_policy.py --out outputs/pointer_demo
 
 The policy follows the `qwengrpo.offline.policies` interface: `forward(batch) -> [B, K]` sequence log-probs for
 the batches of `BeamCollator`. A sequence's log-prob is the sum over its steps of the log-softmax pointer score of
@@ -29,9 +30,16 @@ class PointerPolicy(nn.Module):
     """Query and pool items are embedded from fixed features; a GRU cell carries the picks made so far."""
 
     def __init__(
-        self, query_features: torch.Tensor, pool_features: torch.Tensor, hidden_size: int = 32, init_scale: float = 0.1
+        self,
+        query_features: torch.Tensor,
+        pool_features: torch.Tensor,
+        hidden_size: int = 32,
+        init_scale: float = 0.1,
+        query_ids: list[str] | None = None,
     ) -> None:
         super().__init__()
+        # Queries named by string ids (`{"q17": {...}}` beam files) are looked up here; int ids index directly.
+        self.query_index = {q: i for i, q in enumerate(query_ids or [])}
         # Features are data, not weights: non-persistent buffers keep them out of checkpoints.
         self.register_buffer("query_features", query_features.float(), persistent=False)
         self.register_buffer("pool_features", pool_features.float(), persistent=False)
@@ -42,7 +50,9 @@ class PointerPolicy(nn.Module):
         # The pointer logits' scale; a small start makes the untrained policy nearly uniform over sequences.
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
 
-    def _start(self, query: torch.Tensor, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _start(self, query: torch.Tensor | list[str], copies: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(query, list):
+            query = torch.tensor([self.query_index[q] for q in query], device=self.pool_features.device)
         keys = self.pool_proj(self.pool_features)
         state = self.query_proj(self.query_features[query])
         return keys, state.repeat_interleave(copies, dim=0)
@@ -68,7 +78,7 @@ class PointerPolicy(nn.Module):
 
     @torch.no_grad()
     def greedy_shots(self, query: torch.Tensor, shots: int) -> torch.Tensor:
-        """Pick `shots` pool items per query, each the most likely next one: the source's inference step."""
+        """Pick `shots` pool items per query, each the most likely next one: Lever-Plus's inference step."""
         keys, state = self._start(query, 1)
         picked = torch.zeros(len(query), keys.shape[0], dtype=torch.bool, device=keys.device)
         out = []
@@ -81,11 +91,15 @@ class PointerPolicy(nn.Module):
 
 
 def build_policy(features: str, hidden_size: int = 32, init_scale: float = 0.1, seed: int = 0) -> PointerPolicy:
-    """The recipe's builder (`policy: recipes/examples/pointer_policy.py:build_policy`)."""
+    """The recipe's builder (`policy: recipes/examples/pointer_policy.py:build_policy`). `features` is a JSON file
+    with `pool_features` (one vector per pool item) and `query_features`: a list indexed by int query id, or an
+    object keyed by string query id."""
     tables = json.loads(Path(features).read_text())
     torch.manual_seed(seed)
-    queries, pool = torch.tensor(tables["query_features"]), torch.tensor(tables["pool_features"])
-    return PointerPolicy(queries, pool, hidden_size, init_scale)
+    queries, ids = tables["query_features"], None
+    if isinstance(queries, dict):  # features keyed by string query id
+        ids, queries = list(queries), list(queries.values())
+    return PointerPolicy(torch.tensor(queries), torch.tensor(tables["pool_features"]), hidden_size, init_scale, ids)
 
 
 def make_synthetic_beams(
@@ -99,7 +113,7 @@ def make_synthetic_beams(
     noise: float = 0.05,
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Write `train.json`, `eval.json` (source beam format, keyed by query id) and `features.json`.
+    """Write `train.json`, `eval.json` (Lever-Plus beam format, keyed by query id) and `features.json`.
 
     Each query and pool item has a feature vector; a shot's usefulness is a fixed bilinear form of the two, and a
     beam's score is its shots' mean usefulness plus noise. Held-out queries are new feature vectors, so rank
@@ -124,41 +138,32 @@ def make_synthetic_beams(
     return paths
 
 
-def demo_config(paths: dict[str, Path], out_dir: str | Path) -> dict:
-    """A recipe dict for `run_offline`, as a YAML file would give it."""
-    return {
-        "trainer": "offline",
-        "data_format": "beam",
-        "train_file": str(paths["train"]),
-        "eval_file": str(paths["eval"]),
-        "policy": f"{Path(__file__).resolve()}:build_policy",
-        "policy_kwargs": {"features": str(paths["features"])},
-        "output_dir": str(out_dir),
-        "num_train_epochs": 6,  # 1 RCE + 5 GRPO
-        "per_device_train_batch_size": 16,
-        "per_device_eval_batch_size": 64,
-        "learning_rate": 3e-2,  # a 3k-parameter network from scratch, not a pretrained LLM
-        "lr_scheduler_type": "cosine",
-        "warmup_steps": 0.1,  # a fraction of all steps
-        "eval_strategy": "epoch",
-        "save_strategy": "epoch",
-        "logging_steps": 5,
-        "refresh_old_policy": True,  # a random starting policy is no SFT model worth staying near
-        "report_to": "none",
-        "disable_tqdm": True,
-        "use_cpu": True,  # a network this small is faster on the CPU than a GPU launch
-    }
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "offline_pointer_beams.yaml"
+
+
+def demo_recipe(paths: dict[str, Path], out_dir: str | Path, overrides: list[str] = ()):
+    """`offline_pointer_beams.yaml` pointed at the data in `paths` and the run folder `out_dir`."""
+    from qwengrpo.recipe import load_recipe
+
+    sets = [
+        f"dataset.train={paths['train']}",
+        f"dataset.eval={paths['eval']}",
+        f"output_dir={out_dir}",
+        f"policy={Path(__file__).resolve()}:build_policy",
+        f"policy_kwargs.features={paths['features']}",
+    ]
+    return load_recipe(RECIPE, [*sets, "disable_tqdm=true", *overrides])
 
 
 def main() -> None:
-    from qwengrpo.offline import run_offline
+    from qwengrpo.launch import train
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="pointer_demo", help="where data, checkpoints and logs go")
+    parser.add_argument("--out", default="outputs/pointer_demo", help="where data, checkpoints and logs go")
     cli = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     paths = make_synthetic_beams(Path(cli.out) / "data")
-    trainer = run_offline(demo_config(paths, Path(cli.out) / "run"))
+    trainer = train(demo_recipe(paths, Path(cli.out) / "run"))
     start = trainer.offline_state.baseline
     final = trainer.evaluate()
     logger.info(

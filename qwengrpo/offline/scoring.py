@@ -1,4 +1,5 @@
-"""Scoring whole datasets with a policy: validation, π_old, and ranking the candidates of new queries."""
+"""Candidate scoring: a policy's log-prob of every candidate of every group, for validation, π_old, and ranking
+the candidates of new queries. (Generation lives in `qwengrpo.inference`; nothing here generates.)"""
 
 from __future__ import annotations
 

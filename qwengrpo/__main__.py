@@ -1,0 +1,8 @@
+"""`python -m qwengrpo ...` is the `qwengrpo` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""`qwengrpo preview RECIPE_OR_FILE --n 8`: a PNG contact sheet of what the model will see."""
+
+from __future__ import annotations
+
+import argparse
+
+from .source import add_source_arguments, processor_for, recipe_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_arguments(parser)
+    parser.add_argument("--n", type=int, default=8, help="rows to show (default: 8)")
+    parser.add_argument("--out", default="preview.png", help="PNG to write (default: preview.png)")
+    parser.add_argument("--split", choices=("train", "eval"), default="train")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import preview_dataset
+    from ..launch import load_split
+    from ..media import MediaBudget
+
+    recipe = recipe_from_args(args)
+    if recipe.trainer == "offline":
+        raise ValueError(f"{args.source}: preview shows GRPO rows; an offline recipe's groups have no prompts to draw")
+    dataset = load_split(recipe, args.split)
+    if dataset is None:
+        raise ValueError(f"{args.source} has no {args.split} split (dataset.{args.split})")
+    processor = processor_for(recipe.model)
+    budget = MediaBudget.from_args(recipe.args)
+    answer_column = getattr(recipe.dataset, "answer_column", "answer")
+    panels = preview_dataset(dataset, processor, budget, args.out, n=args.n, answer_column=answer_column)
+    print(f"wrote {panels} panels to {args.out}")
+    return 0
