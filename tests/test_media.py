@@ -10,6 +10,7 @@ from transformers import AutoProcessor
 from trl import GRPOTrainer
 
 from qwengrpo import MediaBudget, MediaError, MediaResolver
+from qwengrpo.media import PromptLimit
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_bad_media_named_errors(row, message, resolvers, media_dir):
 
 def test_over_budget_prompt_is_an_error(resolvers, media_dir):
     resolver = resolvers("qwen2_5_vl")
-    resolver.max_prompt_tokens = 10
+    resolver.prompt_limit = PromptLimit(10)
     with pytest.raises(MediaError, match=r"row 0: prompt is \d+ tokens \(\d+ vision \+ \d+ text\), over max_prompt"):
         resolver.resolve([{"prompt": user(IMG, "x"), "images": [str(media_dir / "red.png")]}])
 

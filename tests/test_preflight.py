@@ -97,8 +97,6 @@ MATRIX = [
          r"answer column 'solution' is missing or empty \(needed by answer_accuracy_exact\)"),
     case("duplicate id", conv("<image>?", "red", id="a", image="red.png"), "duplicate_id",
          r"id 'a' repeats the id of row 0", "duplicate_ids=error"),
-    case("duplicate id, set in the dataset section", conv("<image>?", "red", id="a", image="red.png"), "duplicate_id",
-         r"id 'a' repeats the id of row 0", "dataset.duplicate_ids=error"),
     case("decompression bomb", img("bomb.png"), "too_large",
          r"cannot read image .*bomb\.png: .*decompression bomb"),
     case("media outside media_root", img("../outside.png"), "outside_media_root",
