@@ -43,7 +43,7 @@ def run(root: Path, blind: bool, steps: int, seed: int = 0, vllm: bool = False) 
         num_generations=4,
         max_completion_length=2,
         beta=0.02,  # a little KL keeps the tiny policy from collapsing onto one colour
-        learning_rate=3e-3,
+        learning_rate=1e-3,
         max_pixels=28 * 28 * 16,
         video_max_pixels=28 * 28 * 4,
         video_max_frames=4,

@@ -100,12 +100,13 @@ def colour_tokens(tokenizer) -> dict[str, int]:
 
 
 def allowed_token_generation_kwargs(tokenizer) -> dict:
-    """Sample only the colour words, so every completion is a guess among the three.
+    """Sample only the three colour words and the end of turn, so every completion is a guess among the three.
 
-    A fixed set (no end-of-turn, no `min_new_tokens`): the trainer excludes the same tokens from the policy's own
-    head, so its log-probs and every sampler's (transformers or vLLM) describe one distribution.
+    A fixed set, the same at every position (no `min_new_tokens`): the trainer excludes the same tokens from the
+    policy's own head, so its log-probs and every sampler's (transformers or vLLM) describe one distribution. An
+    answer that ends before naming a colour scores 0, which the policy soon learns to avoid.
     """
-    keep = set(colour_tokens(tokenizer).values())
+    keep = {*colour_tokens(tokenizer).values(), tokenizer.convert_tokens_to_ids("<|im_end|>")}
     return {"suppress_tokens": [i for i in range(len(tokenizer)) if i not in keep]}
 
 
