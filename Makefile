@@ -34,7 +34,7 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_BIN)/pip install -q -e ".[dev]" "transformers==5.19.0" "torch===2.13.0" "torchvision==0.28.0"
 	touch $(VLLM_STAMP)
 
-.PHONY: install install-vllm demo test test-main test-vllm lint bench
+.PHONY: install install-vllm demo test test-main test-fast test-vllm lint bench
 install: $(STAMP)
 install-vllm: $(VLLM_STAMP)
 
@@ -47,6 +47,11 @@ test: test-main test-vllm
 test-main: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/vllm_suite
+
+# The inner loop: everything but tests marked `slow` (child processes, whole runs, benchmarks), under 90 s.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/vllm_suite -m "not slow"
 
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_ENV) $(VLLM_BIN)/python -m pytest -q -p no:cacheprovider tests/vllm_suite

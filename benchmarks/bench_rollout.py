@@ -40,9 +40,9 @@ def child(mode: str, root: Path, steps: int, completion: int) -> dict:
     timings: list[float] = []
 
     class Timed(QwenGRPOTrainer):
-        def _generate_single_turn(self, *args, **kwargs):
+        def _generate(self, prompts):  # TRL's sampling step: `generate` or the vLLM rollout, decoding included
             start = time.perf_counter()
-            out = super()._generate_single_turn(*args, **kwargs)
+            out = super()._generate(prompts)
             timings.append(time.perf_counter() - start)
             return out
 

@@ -7,6 +7,7 @@ rather than left to rot.
 from __future__ import annotations
 
 import itertools
+import os
 import types
 import warnings
 
@@ -78,3 +79,49 @@ def fix_rope_index(model: nn.Module) -> None:
 # `activation_checkpointing` names (the config side is `qwengrpo.config.prepare_training_args`).
 def quiet_checkpointing_aliases() -> None:
     warnings.filterwarnings("ignore", r"`(is_)?gradient_checkpointing\w*` is deprecated", FutureWarning)
+
+
+class TrainerWorkarounds:
+    """Mixed into `QwenGRPOTrainer` ahead of TRL's `GRPOTrainer`: transformers `Trainer` behaviour that loses data
+    or speed for these models, one override each, with when it can go."""
+
+    def _get_train_sampler(self, dataset=None):
+        # TRL's `RepeatSampler` draws its whole order from one seeded generator, so a resumed run replays the first
+        # epoch's order instead of the epoch it stopped in. Remove when TRL seeds each epoch (`set_epoch`).
+        from .sampler import EpochRepeatSampler
+
+        return EpochRepeatSampler.like(super()._get_train_sampler(dataset))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        # Trainer's resume of a full fine-tune of Qwen2/2.5-VL loads nothing (the saved hub key layout against
+        # `load_state_dict(strict=False)`), silently. Remove when resuming such a checkpoint restores its weights
+        # (`tests/test_upstream.py` checks). An incomplete checkpoint is refused by name here too.
+        from peft import PeftModel
+
+        from .models.checkpoint import check_complete, load_full_weights
+
+        check_complete(resume_from_checkpoint)
+        model = self.model if model is None else model
+        full = any(
+            os.path.isfile(os.path.join(resume_from_checkpoint, name))
+            for name in ("model.safetensors", "model.safetensors.index.json")
+        )
+        if not full or self.is_fsdp_enabled or isinstance(model, PeftModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_full_weights(model, resume_from_checkpoint)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # Trainer writes `checkpoint-N` in place: a kill or a full disk leaves a folder that resume picks and fails
+        # on. Written aside and renamed when complete. Remove when Trainer saves checkpoints atomically.
+        from .models.checkpoint import staged_save
+
+        with staged_save(self, trial):
+            super()._save_checkpoint(model, trial)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        # Trainer saves the config with `use_cache: false` (set for training forwards), so every later `generate`
+        # runs without a KV cache. Remove when saved models keep `use_cache: true`.
+        from .inference import cache_on_save
+
+        with cache_on_save(self.accelerator.unwrap_model(self.model)):
+            super()._save(output_dir, state_dict)

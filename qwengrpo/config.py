@@ -115,6 +115,8 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
     def __post_init__(self) -> None:
         prepare_training_args(self)
         super().__post_init__()
+        if self.remove_unused_columns:  # Trainer keeps only TRL's signature columns: the video columns would go
+            raise ValueError("remove_unused_columns must be False: it would drop the media columns of every row")
         for name in ("validate_data", "on_error", "duplicate_ids"):
             choices = self.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in choices:

@@ -3,7 +3,7 @@ whose failures never stop training.
 
 TRL's own completions table cannot serve Qwen-VL rows: TRL never sees our media, and W&B refuses its prompt column
 once messages hold `{"type": "image"}` parts ("Data row contained incompatible types"), which stops the run. The
-trainer therefore switches TRL's table off and calls `log_completions` instead: TRL's console sample, the parquet
+trainer therefore switches TRL's table off and adds `CompletionsTable`, which writes TRL's console sample, the parquet
 file (prompt and completion as text, each row's picture as PNG bytes) and a W&B table with one picture per row:
 image thumbnails and, for a video, the frames the model was shown side by side, re-read at thumbnail size from the
 indices the media layer sampled.
@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 from transformers.integrations import WandbCallback
-from transformers.trainer_callback import CallbackHandler
+from transformers.trainer_callback import CallbackHandler, TrainerCallback
 from transformers.utils import is_rich_available
 
 from .media import MediaBudget, MediaError, MediaRef, RowMedia, read_frames, read_image, split_row
@@ -109,7 +109,7 @@ def prompt_text(messages: str | list[dict]) -> str:
     return "\n".join(f"{m.get('role')}: {_content_text(m.get('content'))}" for m in messages)
 
 
-def completion_text(completion: str | list[dict]) -> str:
+def completion_line(completion: str | list[dict]) -> str:
     """The generated text; a conversational completion is one assistant message (more with tool calls)."""
     if isinstance(completion, str):
         return completion
@@ -124,7 +124,7 @@ def completions_frame(logs: dict[str, Any], step: int) -> pd.DataFrame:
         {
             "step": [step] * len(logs["prompt"]),
             "prompt": [prompt_text(p) for p in logs["prompt"]],
-            "completion": [completion_text(c) for c in logs["completion"]],
+            "completion": [completion_line(c) for c in logs["completion"]],
             **{name: list(values) for name, values in logs["rewards"].items()},
             **{name: list(values) for name, values in logs["extra"].items()},
             "advantage": list(logs["advantages"]),
@@ -155,6 +155,20 @@ def log_completions(trainer: Any, wandb_callback: SafeWandbCallback | None) -> N
         frame = frame[~frame["prompt"].duplicated()]
     key = "completions" if trainer.model.training else "eval/completions"
     wandb_callback.log_table(key, frame, step)
+
+
+class CompletionsTable(TrainerCallback):
+    """Writes the completions table (console sample, parquet, W&B) with each row's media after every log.
+
+    The trainer switches TRL's own table off: it has no media, and W&B rejects its multimodal prompt column.
+    """
+
+    def __init__(self, trainer: Any, wandb_callback: SafeWandbCallback | None) -> None:
+        self.trainer, self.wandb_callback = trainer, wandb_callback
+
+    def on_log(self, args, state, control, **kwargs) -> None:
+        if state.is_world_process_zero:
+            log_completions(self.trainer, self.wandb_callback)
 
 
 def _png(image: Image.Image | None) -> bytes | None:

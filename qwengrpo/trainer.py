@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from accelerate.utils import gather_object
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOTrainer
-from trl.extras.profiling import profiling_context
 
-from ._upstream import fix_rope_index
+from ._upstream import TrainerWorkarounds, fix_rope_index
 from .config import QwenGRPOConfig
 from .data.guard import RowGuard
 from .data.preflight import preflight, rejects_path
 from .device import model_load_kwargs
-from .inference import cache_on_save
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMedia, VisionCache, strip_media_columns
 from .media.resolver import media_model_inputs
 from .models import (
     DeferredEncoding,
     apply_tuning,
     dummy_vision_forward,
-    load_full_weights,
     mm_token_type_ids,
     suppress_in_head,
     sync_vision_calls,
@@ -35,18 +32,25 @@ from .models import (
     vision_token_ids,
     vision_tower,
 )
-from .models.checkpoint import check_complete, resolve_resume, staged_save
-from .models.families import check_vllm_family
+from .models.checkpoint import resolve_resume
+from .models.families import check_vllm_family, coordinate_convention
 from .rewards import check_reward_columns
 from .rewards.checked import NonFiniteWatch, checked_rewards
-from .sampler import EpochRepeatSampler
 from .tiny import resolve_model
-from .tracking import log_completions, row_refs, use_safe_wandb
+from .tracking import CompletionsTable, row_refs, use_safe_wandb
 
 logger = logging.getLogger(__name__)
 
 
-class QwenGRPOTrainer(GRPOTrainer):
+@dataclass
+class _Batch:
+    """The rows a TRL call is working on and their media, in row order (`rows` is None in a loss micro-batch)."""
+
+    rows: list[dict] | None
+    media: list[RowMedia]
+
+
+class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
     """GRPO for Qwen-VL models on text, image, multi-image and video rows, mixed freely in a batch.
 
     Rows have a conversational `prompt` plus any of the `image`, `images`, `video`, `videos` columns (matched
@@ -58,42 +62,34 @@ class QwenGRPOTrainer(GRPOTrainer):
     generation batch when it and the aligner are frozen; `media_dedup`, `vision_encode_once` and
     `vision_reuse_frozen` turn each saving off for debugging.
 
-    Overridden TRL methods, and why each must be:
+    Overridden TRL methods (six), and why each must be:
 
     - `__init__`: loads the model/processor, applies freezing and last-K LoRA, excludes vision tokens from the
       policy's own head (TRL suppresses only the image pad token, and in sampling only), checks that the dataset has
       every column the rewards need and fits vLLM's limits, runs the pre-flight checks (`qwengrpo.data.preflight`,
       once, on the main process), wraps rewards so a bad output names the reward and the row
-      (`qwengrpo.rewards.checked`), builds the media resolver, and starts qwengrpo's vLLM backend in place of TRL's
-      (which sends vLLM images only, never video or encoder outputs).
+      (`qwengrpo.rewards.checked`), builds the media resolver, and plugs qwengrpo's vLLM backend into TRL's
+      `rollout_func` seam (TRL's own backend sends vLLM images only, never video or encoder outputs).
     - `_generate_and_score_completions`: resolves the batch's media once (a row that fails is named by file and
-      line, and in skip mode replaced: `qwengrpo.data.guard`), calls TRL on media-free rows and attaches each
-      row's media to the output, so shuffling/splitting carries it per row (TRL's flat `pixel_values_videos`
-      would be cut by row index and corrupted).
+      line, and in skip mode replaced: `qwengrpo.data.guard`), calls TRL on media-free rows inside a scope that
+      holds the batch's media, and attaches each row's media to the output, so shuffling/splitting carries it per
+      row (TRL's flat `pixel_values_videos` would be cut by row index and corrupted).
     - `_tokenize_prompts`: returns the resolver's prompt ids and tensors instead of re-processing every
       media part (TRL decodes each video again for each of the G copies); with `vision_encode_once`, only
       grids, and `generate` takes encoder outputs from the vision cache (`_encoder_outputs_in_generate`).
-    - `_generate_single_turn`: with vLLM, sends the changed weights after an optimizer step, encodes the batch's
-      distinct media once and samples from vLLM with those encoder outputs (`qwengrpo.rollout`).
     - `_calculate_rewards`: gives rewards back the media columns and a `media` column with each medium's
       effective geometry (original and resized size, sampled frame indices, fps, timestamps); stops the run when
       a reward gives no finite value for `reward_nonfinite_patience` batches (TRL trains on with loss 0).
+    - `_compute_loss`: opens the media scope of the training micro-batch (the `media` its inputs carry).
     - `_get_per_token_logps_and_entropies`: feeds every pass (old, reference, policy) its rows' image and video
-      tensors; TRL's version slices image tensors only, so its loss forward never saw a video. It encodes each
-      distinct medium once per call (or reuses generation's outputs when the encoder is frozen).
-    - `_compute_loss`: points the log-prob pass at the training micro-batch's media.
-    - `_set_signature_columns_if_needed`: keeps video columns when `remove_unused_columns=True`.
-    - `log`: TRL's completions table has no media and W&B rejects its multimodal prompt column (stopping the run),
-      so `qwengrpo.tracking.log_completions` writes the table instead, with each row's thumbnail or frame strip.
-      `__init__` also swaps in `SafeWandbCallback`, so a W&B failure is logged once and training goes on.
-    - `_get_train_sampler`: positions the shuffle by epoch (`EpochRepeatSampler`); TRL's sampler replays its first
-      epoch's order after a resume.
-    - `_save_checkpoint`: Trainer writes `checkpoint-N` in place, so a kill or a full disk leaves a folder that
-      resume picks and fails on; `staged_save` writes it aside and renames it when complete.
-    - `_save`: saves the model with `use_cache: true` (Trainer turns it off for training forwards).
-    - `_load_from_checkpoint`: Trainer's resume of a full fine-tune of Qwen2/2.5-VL silently loads nothing (hub
-      key layout vs `load_state_dict(strict=False)`); full checkpoints load through `load_full_weights` instead.
-      An incomplete checkpoint is refused by name.
+      tensors from the scope; TRL's version slices image tensors only, so its loss forward never saw a video. It
+      encodes each distinct medium once per call (or reuses generation's outputs when the encoder is frozen).
+
+    Media never pass between hooks through instance state: the two entry points open a scope (`_batch`) that the
+    hooks TRL calls inside them read, and a hook called outside one fails. The completions table with each row's
+    media is a callback (`qwengrpo.tracking.CompletionsTable`). Workarounds for Trainer behaviour (epoch-positioned
+    resume sampler, full-checkpoint loading, atomic checkpoints, `use_cache` in saved models) are a mixin in
+    `qwengrpo._upstream`, each with the condition under which it can go.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
@@ -121,6 +117,7 @@ class QwenGRPOTrainer(GRPOTrainer):
         self._rollout = self._start_vllm(model, args, suppress, kwargs) if args.use_vllm else None
         self._max_prompt_tokens = self._prompt_limit(args)
         reward_funcs = checked_rewards(reward_funcs)  # a bad reward output names the reward and the row
+        _check_coordinates(reward_funcs, model.config.model_type)
         dataset = kwargs.get("train_dataset")
         if dataset is not None and getattr(dataset, "column_names", None) is not None:
             # A missing gold column must fail here, not after the first generation batch.
@@ -141,9 +138,11 @@ class QwenGRPOTrainer(GRPOTrainer):
         finally:
             args.use_vllm = use_vllm
         if self._rollout is not None:
+            # TRL's seam for custom rollouts: it syncs weights through `vllm_generation` after each optimizer step
+            # and takes prompt ids, completion ids and sampling log-probs from `rollout_func`.
             self.use_vllm, self._last_loaded_step = True, -1
             self._rollout.attach(self.accelerator.unwrap_model(self.model))
-            self.vllm_generation = self._rollout
+            self.vllm_generation = self.rollout_func = self._rollout
         self._sync_vision = self.is_deepspeed_enabled or self.is_fsdp_enabled
         if self._sync_vision:
             # A rank without images or videos must still call the sharded vision tower (models/sync.py).
@@ -170,14 +169,17 @@ class QwenGRPOTrainer(GRPOTrainer):
             cache_bytes=args.media_cache_mb * 2**20,
             dedup=args.media_dedup,
         )
-        self._batch_media: list[RowMedia] = []
-        self._batch_rows: list[dict] = []
+        self._scope: _Batch | None = None
+        self.last_batch_media: list[RowMedia] = []  # the latest generation batch's, for inspection only
         frozen = not any(p.requires_grad for p in vision_tower(self.accelerator.unwrap_model(self.model)).parameters())
         self._reuse_vision = args.vision_encode_once and args.vision_reuse_frozen and frozen
         self._generation_vision: VisionCache | None = None
         self._vision_by_mode: dict[str, VisionCache] = {}  # train and eval batches can interleave
         self.vision_patches = 0  # vision-tower input patches encoded through the caches (benchmarks read it)
         self._wandb_callback = use_safe_wandb(self.callback_handler)
+        if args.log_completions:  # TRL's table has no media, and W&B rejects its multimodal prompt column
+            self.log_completions = False
+            self.add_callback(CompletionsTable(self, self._wandb_callback))
         self._guards = {
             "train": RowGuard(self.train_dataset, args.on_error, rejects_path(args)),
             "eval": RowGuard(self.eval_dataset, args.on_error, rejects_path(args, "eval")),
@@ -212,65 +214,41 @@ class QwenGRPOTrainer(GRPOTrainer):
             logger.info("vLLM: prompts are limited to %s", limits[-1])
         return min(limits, key=lambda limit: limit.tokens, default=None)
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        with cache_on_save(self.accelerator.unwrap_model(self.model)):  # saved models generate with a KV cache
-            super()._save(output_dir, state_dict)
-
-    def _set_signature_columns_if_needed(self) -> None:
-        if self._signature_columns is None:
-            self._signature_columns = ["prompt", *MEDIA_COLUMNS]
-
-    def _get_train_sampler(self, dataset=None):
-        return EpochRepeatSampler.like(super()._get_train_sampler(dataset))
-
-    def _save_checkpoint(self, model, trial) -> None:
-        with staged_save(self, trial):
-            super()._save_checkpoint(model, trial)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        check_complete(resume_from_checkpoint)
-        model = self.model if model is None else model
-        full = os.path.isfile(os.path.join(resume_from_checkpoint, "model.safetensors")) or os.path.isfile(
-            os.path.join(resume_from_checkpoint, "model.safetensors.index.json")
-        )
-        from peft import PeftModel
-
-        if not full or self.is_fsdp_enabled or isinstance(model, PeftModel):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        load_full_weights(model, resume_from_checkpoint)
-
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         guard = self._guards["train" if self.model.training else "eval"]
-        inputs, self._batch_media = guard.resolve(self.media, inputs, self.state.global_step)
-        self._batch_rows = inputs
+        inputs, media = guard.resolve(self.media, inputs, self.state.global_step)
         # vLLM is always handed encoder outputs, so its rollouts encode each distinct medium once regardless.
         once = self.args.vision_encode_once or self.use_vllm
         self._generation_vision = VisionCache(self.processing_class) if once else None
         if self._generation_vision is not None:
             self._vision_by_mode["train" if self.model.training else "eval"] = self._generation_vision
-        stripped = [
-            strip_media_columns(row, media.prompt) for row, media in zip(inputs, self._batch_media, strict=True)
-        ]
-        with self._encoder_outputs_in_generate():
+        stripped = [strip_media_columns(row, m.prompt) for row, m in zip(inputs, media, strict=True)]
+        with self._batch(inputs, media), self._encoder_outputs_in_generate(media):
             output = super()._generate_and_score_completions(stripped)
-        output["media"] = self._batch_media
-        if self.log_completions:  # gathered like TRL's logged prompts, so the table can draw each row's media
-            self._logs["media"].extend(gather_object(row_refs(inputs, self._batch_media, self.media.budget)))
+        output["media"] = self.last_batch_media = media
+        if self.args.log_completions:  # gathered like TRL's logged prompts, so the table can draw each row's media
+            self._logs["media"].extend(gather_object(row_refs(inputs, media, self.media.budget)))
         return output
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        table, self.log_completions = self.log_completions, False  # TRL's own table: see the class docstring
+    @contextmanager
+    def _batch(self, rows: list[dict] | None, media: list[RowMedia]) -> Iterator[None]:
+        """The media of the rows a TRL call works on, for the hooks TRL calls inside it (and only there)."""
+        outer, self._scope = self._scope, _Batch(rows, media)
         try:
-            super().log(logs, start_time)
+            yield
         finally:
-            self.log_completions = table
-        if table and self.accelerator.is_main_process:
-            log_completions(self, self._wandb_callback)
+            self._scope = outer
+
+    def _scoped(self) -> _Batch:
+        if self._scope is None:
+            raise RuntimeError(
+                "a QwenGRPOTrainer hook ran outside a batch: call it inside _generate_and_score_completions or "
+                "_compute_loss (or `with trainer._batch(rows, media)`)"
+            )
+        return self._scope
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, Any]]:
-        rows = self._batch_media
-        if self.use_vllm:  # vLLM takes the encoder outputs (`_generate_single_turn`), not processor tensors
-            return [r.prompt_ids for r in rows], None, {}
+        rows = self._scoped().media
         fields: dict[str, Any] = media_model_inputs(
             self.processing_class, rows, pixels=self._generation_vision is None
         )
@@ -281,7 +259,7 @@ class QwenGRPOTrainer(GRPOTrainer):
         return [r.prompt_ids for r in rows], None, fields
 
     @contextmanager
-    def _encoder_outputs_in_generate(self) -> Iterator[None]:
+    def _encoder_outputs_in_generate(self, rows: list[RowMedia]) -> Iterator[None]:
         """While TRL generates, `generate` takes the batch's encoder outputs from the vision cache.
 
         Transformers' `generate` encodes pixel inputs in `_prepare_multimodal_encoder_kwargs_for_generation`; the
@@ -289,7 +267,7 @@ class QwenGRPOTrainer(GRPOTrainer):
         distinct media only, inside TRL's generation context (ZeRO-3 parameters gathered).
         """
         vision = self._generation_vision
-        if vision is None or not any(r.images or r.videos for r in self._batch_media):
+        if vision is None or self.use_vllm or not any(r.images or r.videos for r in rows):
             yield
             return
         model = self.accelerator.unwrap_model(self.model)
@@ -297,9 +275,9 @@ class QwenGRPOTrainer(GRPOTrainer):
 
         def prepare(model_kwargs: dict[str, Any]) -> dict[str, Any]:
             with self.accelerator.autocast():
-                self._encode(vision, model, self._batch_media)
+                self._encode(vision, model, rows)
             device = model_kwargs["input_ids"].device if "input_ids" in model_kwargs else None
-            model_kwargs["mm_encoder_outputs"] = vision.model_inputs(self._batch_media, device)["mm_encoder_outputs"]
+            model_kwargs["mm_encoder_outputs"] = vision.model_inputs(rows, device)["mm_encoder_outputs"]
             return model_kwargs
 
         model._prepare_multimodal_encoder_kwargs_for_generation = prepare
@@ -319,34 +297,28 @@ class QwenGRPOTrainer(GRPOTrainer):
                 dummy_vision_forward(vision_tower(model))
         self.vision_patches += vision.patches - before
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        if not self.use_vllm:
-            return super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
-            )
-        if self.state.global_step != self._last_loaded_step:
-            with profiling_context(self, "sync_weights"):
-                self.vllm_generation.sync_weights()
-            self._last_loaded_step = self.state.global_step
+    def rollout_media(self) -> tuple[list[RowMedia], VisionCache]:
+        """The batch's rows, their distinct media encoded once, for the vLLM rollout (`VLLMRollout.__call__`)."""
+        rows = self._scoped().media
         model = self.accelerator.unwrap_model(self.model)
         model = model.get_base_model() if hasattr(model, "get_base_model") else model
         with torch.no_grad(), self.accelerator.autocast():
-            self._encode(self._generation_vision, model, self._batch_media, every_kind=True)
-        with profiling_context(self, "vLLM.generate"):
-            return self.vllm_generation.generate(self._batch_media, self._generation_vision)
+            self._encode(self._generation_vision, model, rows, every_kind=True)
+        return rows, self._generation_vision
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        batch = self._scoped()
         inputs = [
             {**row, **{k: v for k, v in source.items() if k in MEDIA_COLUMNS}, "media": media.info}
-            for row, source, media in zip(inputs, self._batch_rows, self._batch_media, strict=True)
+            for row, source, media in zip(inputs, batch.rows, batch.media, strict=True)
         ]
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._reward_watch.after_batch(lambda counts: self.accelerator.reduce(counts.to(rewards.device), "sum").cpu())
         return rewards
 
     def _compute_loss(self, model, inputs):
-        self._batch_media = inputs["media"]
-        return super()._compute_loss(model, inputs)
+        with self._batch(None, inputs["media"]):
+            return super()._compute_loss(model, inputs)
 
     def _get_per_token_logps_and_entropies(
         self,
@@ -359,7 +331,7 @@ class QwenGRPOTrainer(GRPOTrainer):
         compute_aux_loss=False,
         **image_kwargs,  # TRL's image-only tensors; the media come from the batch's RowMedia instead
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        media = self._batch_media
+        media = self._scoped().media
         if len(media) != input_ids.size(0):
             raise RuntimeError(f"{len(media)} rows of media for a batch of {input_ids.size(0)} sequences")
         batch_size = batch_size or input_ids.size(0)
@@ -445,3 +417,14 @@ def _reference_like_policy(suppress: list[int]) -> Iterator[None]:
         yield
     finally:
         grpo.create_model_from_path = build
+
+
+def _check_coordinates(reward_funcs: list, model_type: str) -> None:
+    """A reward that parses boxes or points in the other convention than the model answers in scores ~0 silently."""
+    expected = coordinate_convention(model_type)
+    for reward in reward_funcs:
+        if (coords := getattr(reward, "coords", None)) not in (None, expected):
+            logger.warning(
+                "%s reads %s coordinates, but %s models answer in %s ones (set coords=%r unless you prompt for %s)",
+                getattr(reward, "__name__", type(reward).__name__), coords, model_type, expected, expected, coords,
+            )  # fmt: skip

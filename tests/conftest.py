@@ -57,3 +57,21 @@ def _wandb_environment_restored():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def processor(tiny_models):
+    """The tiny Qwen2.5-VL's processor (tokenizer, image and video processors)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_models["qwen2_5_vl"])
+
+
+# Modules whose every test runs child processes or whole training runs (minutes): `make test-fast` skips them.
+SLOW_MODULES = {"test_distributed", "test_recipes", "test_recipes_as_written", "test_notebooks", "test_resume"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

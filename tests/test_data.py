@@ -7,17 +7,13 @@ import os
 
 import datasets
 import pytest
+import recipe_data
 from media_factory import write_image, write_video
+from PIL import Image as PILImage
 from test_data_helpers import conv, write_frames, write_jsonl
-from transformers import AutoProcessor
 
-from qwengrpo.data import DatasetConfig, RowError, load_dataset, video_budgets
+from qwengrpo.data import DatasetConfig, RowError, load_dataset, segmentation_row, video_budgets
 from qwengrpo.media import MediaBudget, MediaResolver, decode_video, split_row
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_models):
-    return AutoProcessor.from_pretrained(tiny_models["qwen2_5_vl"])
 
 
 def _text(part_list: list[dict]) -> str:
@@ -249,3 +245,27 @@ def test_template_field_missing_is_a_row_error(tmp_path):
     assert _text(train[0]["prompt"][0]["content"]) == "q A/B"
     assert train[1]["_error"] == "missing_field: prompt_template uses {options} but the row has no field 'options'"
     assert os.path.isabs(train[0]["_source"]["file"]) or train[0]["_source"]["file"] == str(path)
+
+
+def test_segmentation_adapter_checks_masks(tmp_path):
+    good = recipe_data.write_scene(tmp_path, "a")
+    PILImage.new("L", (30, 20)).save(tmp_path / "small_mask.png")
+    cfg = DatasetConfig(format="segmentation", train="x", prompt_template="Segment {question}.")
+    cases = [
+        ({**good, "mask": "missing.png"}, "missing_media", "mask file not found"),
+        ({**good, "mask": "small_mask.png"}, "bad_resolution", "is 30x20, its image"),
+        ({**good, "confusable_mask": "small_mask.png"}, "bad_resolution", "confusable_mask"),
+        ({k: v for k, v in good.items() if k != "question"}, "missing_field", "question column 'question'"),
+        ({**good, "mask": 3}, "wrong_type", "mask column 'mask' must be a non-empty path"),
+    ]
+    for row, reason, message in cases:
+        with pytest.raises(RowError, match=message) as error:
+            segmentation_row(row, cfg, str(tmp_path))
+        assert error.value.reason == reason
+    # Renamed source columns, through the loader: the bad row is kept with its error for validation to report.
+    rows = [{"img": "a.png", "gt": "a_mask.png", "ref": "it", "near": "a_mask.png"}, {"img": "a.png", "ref": "it"}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    columns = {"image": "img", "mask": "gt", "question": "ref", "confusable_mask": "near"}
+    dataset, _ = load_dataset({"format": "segmentation", "train": str(tmp_path / "rows.jsonl"), "columns": columns})
+    assert dataset[0]["confusable_mask"] == str(tmp_path / "a_mask.png") and dataset[0]["_error"] == ""
+    assert dataset[1]["_error"].startswith("wrong_type: mask column 'gt' must be a non-empty path")

@@ -20,7 +20,6 @@ from dist_train import checksum
 from transformers import AutoModelForImageTextToText
 
 from qwengrpo.models import apply_freezing
-from qwengrpo.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = Path(sys.executable).parent / "accelerate"
@@ -29,8 +28,8 @@ TIMEOUT_S = 240  # a 2-rank run takes 15-60 s here; a collective mismatch hangs 
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen25(tmp_path_factory) -> Path:
-    return build_tiny_model("qwen2_5_vl", tmp_path_factory.mktemp("dist") / "qwen2_5_vl")
+def tiny_qwen25(tiny_models) -> Path:
+    return tiny_models["qwen2_5_vl"]
 
 
 def launch(config: str, out: Path, model: Path, media: Path, sets: list[str]) -> subprocess.CompletedProcess:
@@ -96,7 +95,7 @@ def test_two_ranks_agree_step_by_step(config, sets, distributed_type, tiny_qwen2
 
     saved = AutoModelForImageTextToText.from_pretrained(out / "final", dtype=torch.float32)
     frozen_aligner = "freeze_aligner=true" in sets
-    apply_freezing(saved, llm=False, vision_tower_=True, aligner=frozen_aligner)  # the run's trainable set
+    apply_freezing(saved, llm=False, tower=True, aligner=frozen_aligner)  # the run's trainable set
     trained = {n: p for n, p in saved.named_parameters() if p.requires_grad}
     assert checksum(trained) == ranks[0][-1]["checksum"], "the saved model is not the trained one"
 

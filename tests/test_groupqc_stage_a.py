@@ -132,6 +132,7 @@ def test_stage_a_over_two_missions(stage_a_out, photos, tiny):
     assert {p.name: p.read_bytes() for p in stage_a_out.iterdir()} == before  # everything skipped
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_duplicate_or_lost_group(tiny, tmp_path):
     n = 30
     write_groups(tmp_path / "photos", {f"K{i}": 1 for i in range(n)})

@@ -136,10 +136,11 @@ def test_stage_b_grpo_with_images_refed(stage_a_files, tiny, tmp_path):
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
     assert any(not p.equal(before[n]) for n, p in trainer.model.named_parameters() if n in before)
-    media = trainer._batch_media
+    media = trainer.last_batch_media
     assert media and all(len(m.images) == len(m.info) >= 2 for m in media)  # every photo of the group went in
 
 
+@pytest.mark.slow
 def test_recipe_runs_through_train_py(stage_a_files, tmp_path):
     recipe = "recipes/configs/group_qc_stage_b.yaml"
     sets = {

@@ -16,9 +16,9 @@ def independent_logps(trainer, row, prompt_ids, completion_ids, with_media: bool
     prompt, refs = split_row(row, trainer.media.budget, 0)
     text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     images = [
-        load_image(r, trainer.media.image_factor, *trainer.media._image_px).image for r in refs if r.kind == "image"
+        load_image(r, trainer.media.image_factor, *trainer.media.image_px).image for r in refs if r.kind == "image"
     ]
-    videos = [decode_video(r, trainer.media.video_factor, *trainer.media._video_px) for r in refs if r.kind == "video"]
+    videos = [decode_video(r, trainer.media.video_factor, *trainer.media.video_px) for r in refs if r.kind == "video"]
     kwargs = {}
     if videos:
         from transformers.video_utils import VideoMetadata
@@ -49,10 +49,9 @@ def test_trainer_logps_match_forward_with_media(family, modality, tiny_models, m
     row[column] = [str(media_dir / file)]
     trainer = make_trainer(tiny_models[family], [row], tmp_path)
     out = trainer._generate_and_score_completions([row, row])
-    trainer._batch_media = out["media"]
     ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
     mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
-    with torch.no_grad():
+    with torch.no_grad(), trainer._batch(None, out["media"]):
         logps, _, _ = trainer._get_per_token_logps_and_entropies(
             trainer.model, ids, mask, out["completion_ids"].size(1)
         )

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 from helpers import IMG, VID, user
 from transformers import AutoProcessor
-from trl import GRPOTrainer
 
 from qwengrpo import MediaBudget, MediaError, MediaResolver
 from qwengrpo.media import PromptLimit
@@ -105,28 +102,6 @@ def test_over_budget_prompt_is_an_error(resolvers, media_dir):
     resolver.prompt_limit = PromptLimit(10)
     with pytest.raises(MediaError, match=r"row 0: prompt is \d+ tokens \(\d+ vision \+ \d+ text\), over max_prompt"):
         resolver.resolve([{"prompt": user(IMG, "x"), "images": [str(media_dir / "red.png")]}])
-
-
-# The private TRL hooks we override: a TRL upgrade that changes them must fail here, not mid-training.
-TRL_HOOKS = {
-    "_generate_and_score_completions": ["self", "inputs"],
-    "_tokenize_prompts": ["self", "prompts"],
-    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
-    "_compute_loss": ["self", "model", "inputs"],
-    "_set_signature_columns_if_needed": ["self"],
-    "_get_train_sampler": ["self", "dataset"],
-    "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
-}
-
-
-@pytest.mark.parametrize("name", [*TRL_HOOKS, "_get_per_token_logps_and_entropies"])
-def test_trl_hook_signatures(name):
-    params = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
-    if name == "_get_per_token_logps_and_entropies":
-        expected = ["self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size"]
-        assert params[:8] == [*expected, "compute_entropy", "compute_aux_loss"]
-    else:
-        assert params == TRL_HOOKS[name]
 
 
 def test_cache_keeps_media_across_steps_within_its_byte_bound(tiny_models, media_dir):

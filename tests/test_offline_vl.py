@@ -11,10 +11,9 @@ from transformers.utils import ADAPTER_SAFE_WEIGHTS_NAME
 
 from qwengrpo.launch import train
 from qwengrpo.media import MediaBudget, MediaResolver
-from qwengrpo.offline import Group, QwenVLPolicy, TextCollator, build_trainer, load_policy_weights
+from qwengrpo.offline import CandidateGroup, QwenVLPolicy, TextCollator, build_trainer, load_policy_weights
 from qwengrpo.offline.state import OLD_LOGPS_NAME, STATE_NAME
 from qwengrpo.recipe import load_recipe, recipe_from_dict
-from qwengrpo.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes/configs/offline_rce_grpo.yaml"
@@ -22,8 +21,8 @@ COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 200, 20)}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return build_tiny_model("qwen2_5_vl", tmp_path_factory.mktemp("qwen2_5_vl"))
+def tiny(tiny_models) -> Path:
+    return tiny_models["qwen2_5_vl"]
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +45,13 @@ def _image_row(image: str, completions: list[str], scores: list[float] | None = 
     return {"prompt": prompt, "image": image, "completions": completions, "scores": scores or [0.0] * len(completions)}
 
 
-def _batch(*groups: Group) -> dict:
-    return TextCollator()([Group(g.query, g.candidates, g.scores, i) for i, g in enumerate(groups)])
+def _batch(*groups: CandidateGroup) -> dict:
+    return TextCollator()([CandidateGroup(g.query, g.candidates, g.scores, i) for i, g in enumerate(groups)])
 
 
-def _group(row: dict) -> Group:
+def _group(row: dict) -> CandidateGroup:
     query = {k: v for k, v in row.items() if k not in ("completions", "scores")}
-    return Group(query, row["completions"], row["scores"])
+    return CandidateGroup(query, row["completions"], row["scores"])
 
 
 class _Calls:
@@ -71,7 +70,9 @@ def test_media_reach_the_forward_pass_once_per_candidate(tiny, images):
     policy = _policy(tiny)
     visual = _Calls(policy.hf_model.model.visual)
     image_group = _group(_image_row(images["red"], ["red", "blue", "green circle"]))
-    text_group = Group({"prompt": [{"role": "user", "content": "Which way does the dot move?"}]}, ["left", "right"])
+    text_group = CandidateGroup(
+        {"prompt": [{"role": "user", "content": "Which way does the dot move?"}]}, ["left", "right"]
+    )
     logps = policy(_batch(image_group, text_group))
     assert logps.shape == (2, 3)
     assert policy.resolver.decodes == 1  # one image, decoded once for its three candidates
@@ -90,18 +91,20 @@ def test_batched_log_probs_equal_one_sequence_at_a_time(tiny, images):
     policy = _policy(tiny).eval()
     groups = [
         _group(_image_row(images["green"], ["green", "a green square is what the image is"])),
-        Group({"prompt": [{"role": "user", "content": "Answer with one word. Yes or no?"}]}, ["yes", "no", "true"]),
+        CandidateGroup(
+            {"prompt": [{"role": "user", "content": "Answer with one word. Yes or no?"}]}, ["yes", "no", "true"]
+        ),
     ]
     with torch.no_grad():
         batched = policy(_batch(*groups))
         for i, g in enumerate(groups):
             for j, candidate in enumerate(g.candidates):
-                alone = policy(_batch(Group(g.query, [candidate])))
+                alone = policy(_batch(CandidateGroup(g.query, [candidate])))
                 assert alone[0, 0].item() == pytest.approx(batched[i, j].item(), abs=1e-4)
 
 
-def test_video_reaches_the_forward_pass(tmp_path):
-    path = build_tiny_model("qwen3_vl", tmp_path / "qwen3_vl")
+def test_video_reaches_the_forward_pass(tiny_models, tmp_path):
+    path = tiny_models["qwen3_vl"]
     policy = _policy(path)
     frames = []
     for t in range(4):
@@ -112,12 +115,12 @@ def test_video_reaches_the_forward_pass(tmp_path):
     prompt = [
         {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Which way does the dot move?"}]}
     ]
-    group = Group({"prompt": prompt, "video": frames}, ["right", "left"])
+    group = CandidateGroup({"prompt": prompt, "video": frames}, ["right", "left"])
     visual = _Calls(policy.hf_model.model.visual)
     logps = policy(_batch(group))
     (call,) = visual.calls
     assert call["shapes"][1] == (2, 3)  # video_grid_thw: one row per candidate
-    still = Group({"prompt": prompt, "video": [frames[0]] * 4}, ["right", "left"])
+    still = CandidateGroup({"prompt": prompt, "video": [frames[0]] * 4}, ["right", "left"])
     assert not torch.allclose(policy(_batch(still)), logps)  # the motion changes the log-probs
 
 

@@ -143,6 +143,7 @@ def test_bad_input_is_skipped_and_recorded(bad, reason, message, sets, tiny_mode
     assert trainer.state.global_step == 3 and (tmp_path / "out" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_no_row_left_exits_non_zero_without_saving_a_model(tiny_models, media, tmp_path):
     """Every row rejected: `recipes/train.py` exits 1 with one line naming the cause, and saves no model."""
     recipe, _ = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, [img("gone.png")])
@@ -154,6 +155,7 @@ def test_no_row_left_exits_non_zero_without_saving_a_model(tiny_models, media, t
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [None, b"", b"\n  \n"], ids=["missing", "empty", "blank"])
 def test_unreadable_data_file_is_one_line(content, tiny_models, media, tmp_path):
     recipe, data = write_recipe(tmp_path, tiny_models["qwen2_5_vl"], media, GOOD)

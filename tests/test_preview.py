@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from media_factory import write_image, write_video
 from PIL import Image
 from test_data_helpers import conv, write_jsonl
-from transformers import AutoProcessor
 
 from qwengrpo.cli import main
 from qwengrpo.data import load_dataset
 from qwengrpo.data.preview import PANEL_HEIGHT, PANEL_WIDTH, TEXT_WIDTH, preview_dataset
 from qwengrpo.media import MediaBudget
-
-
-@pytest.fixture(scope="module")
-def processor(tiny_models):
-    return AutoProcessor.from_pretrained(tiny_models["qwen2_5_vl"])
 
 
 def _rows(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from qwengrpo.rewards import AnswerAccuracy, FormatGate, get_reward, think_answer_format
+from qwengrpo.rewards import AnswerAccuracy, FormatGate, get_reward, get_rewards, think_answer_format
 
 
 def score(mode: str, cases: list[tuple], **params) -> list[float | None]:
@@ -157,3 +157,11 @@ def test_format_gate_with_partial_format_threshold():
 def test_format_gate_takes_inner_columns_and_name():
     gate = get_reward("format_gate", reward={"name": "answer_accuracy", "mode": "exact", "column": "answer"})
     assert (gate.__name__, gate.columns) == ("gated_answer_accuracy_exact", ("answer",))
+
+
+def test_gold_in_answer_tags_reads_as_its_answer():
+    # The video system's gold answers are written in the answer format; the reward compares their content.
+    (reward,) = get_rewards([{"name": "answer_accuracy", "mode": "set_iou"}])
+    golds = ["<answer>(1) Open door (2) Pick cup</answer>"] * 3 + ["(1) open door (2) pick cup"]
+    completions = ["<answer>(1) open door (2) pick cup</answer>", "<answer>open door</answer>", "", "open door"]
+    assert reward(completions, solution=golds) == [1.0, 0.5, 0.0, 0.5]

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 import qwengrpo.rewards as rewards_module
+from qwengrpo.recipe import load_recipe
 from qwengrpo.rewards import REWARDS, check_reward_columns, get_reward, get_rewards
 from qwengrpo.rewards.accuracy import MODES
 
@@ -166,3 +167,17 @@ def test_adversarial_completions_get_defined_scores(spec):
     scores = reward(completions=NASTY, **nasty_columns(len(NASTY)))
     defined = all(s is None or (isinstance(s, float) and math.isfinite(s) and -1.0 <= s <= 1.0) for s in scores)
     assert (len(scores), defined) == (len(NASTY), True)
+
+
+def test_dotted_path_reward_with_parameters(tmp_path):
+    path = tmp_path / "custom.yaml"
+    path.write_text(
+        "model_name_or_path: tiny:qwen2_5_vl\ndataset: {format: rows, train: rows.jsonl}\n"
+        "rewards:\n  - {name: helpers.KeywordReward, word: blue, bonus: 0.5, weight: 2.0}\n  - think_answer_format\n"
+    )
+    recipe = load_recipe(path, [f"output_dir={tmp_path}", "use_cpu=true", "bf16=false", "rewards.0.word=red"])
+    custom, fmt = get_rewards(recipe.rewards)
+    assert (custom.__name__, recipe.args.reward_weights) == ("keyword_red", [2.0, 1.0])
+    assert custom(["a red dot", "blue"]) == [0.5, 0.0] and fmt(["<think>a</think><answer>b</answer>"]) == [1.0]
+    with pytest.raises(ValueError, match=r"cannot import reward 'helpers.NoSuchReward'"):
+        get_rewards([{"name": "helpers.NoSuchReward"}])

@@ -50,7 +50,7 @@ def test_weight_groups_are_what_can_change(tiny_models):
     path = tiny_models["qwen2_5_vl"]
     full = AutoModelForImageTextToText.from_pretrained(path)
     suppress_in_head(full, vision_token_ids(full.config))
-    apply_freezing(full, llm=False, vision_tower_=True, aligner=False)
+    apply_freezing(full, llm=False, tower=True, aligner=False)
     groups = PolicyWeights(full).groups
     assert "model.language_model.layers.0" in groups and "lm_head" in groups
     assert not any(g.startswith("model.visual") for g in groups)  # vLLM takes encoder outputs, never the tower

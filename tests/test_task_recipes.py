@@ -5,21 +5,15 @@ are overridden (in-process through `recipes/train.py`'s `main`, to stay fast).""
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
-import pytest
 import recipe_data
 import torch
-from PIL import Image as PILImage
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from qwengrpo.data import DatasetConfig, RowError, load_dataset, segmentation_row
 from qwengrpo.models import vision_tower
 from qwengrpo.models.suppress import is_suppress_bias
 from qwengrpo.recipe import load_recipe
-from qwengrpo.rewards import get_rewards
-from qwengrpo.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs"
@@ -71,7 +65,7 @@ def test_grounding(tmp_path, media_dir):
     assert_rewards_logged(trainer, ["think_answer_format", "box_iou"])
 
 
-def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir):
+def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir, tiny_models):
     recipe = load_recipe(CONFIGS / "video_qa.yaml", [f"output_dir={tmp_path}", *TINY])
     args = recipe.args
     setting = (args.num_generations, args.temperature, args.top_p, args.beta, args.reward_weights)
@@ -80,7 +74,7 @@ def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir):
 
     # Sampling restricted to the two direction words, a comma and the end of turn, so that the action-set reward
     # varies within a group and the step has a gradient: then what moved shows what the recipe tunes.
-    model_path = build_tiny_model("qwen2_5_vl", tmp_path / "tiny")
+    model_path = tiny_models["qwen2_5_vl"]
     tokenizer = AutoProcessor.from_pretrained(model_path).tokenizer
     keep = {
         i for word in ("right", "left", ",", "<|im_end|>") for i in tokenizer.encode(word, add_special_tokens=False)
@@ -127,49 +121,3 @@ def test_segmentation_points_with_sam2(tmp_path):
     answer = '<answer>[{"point": [30, 20], "label": 1}, {"point": [5, 5], "label": 0}]</answer>'
     (score,) = sam2([answer], mask=[row["mask"]], image=[row["image"]])
     assert isinstance(score, float) and 0.0 <= score <= 1.0 and sam2.checkpoint == sam2_path
-
-
-def test_segmentation_adapter_checks_masks(tmp_path):
-    good = recipe_data.write_scene(tmp_path, "a")
-    PILImage.new("L", (30, 20)).save(tmp_path / "small_mask.png")
-    cfg = DatasetConfig(format="segmentation", train="x", prompt_template="Segment {question}.")
-    cases = [
-        ({**good, "mask": "missing.png"}, "missing_media", "mask file not found"),
-        ({**good, "mask": "small_mask.png"}, "bad_resolution", "is 30x20, its image"),
-        ({**good, "confusable_mask": "small_mask.png"}, "bad_resolution", "confusable_mask"),
-        ({k: v for k, v in good.items() if k != "question"}, "missing_field", "question column 'question'"),
-        ({**good, "mask": 3}, "wrong_type", "mask column 'mask' must be a non-empty path"),
-    ]
-    for row, reason, message in cases:
-        with pytest.raises(RowError, match=message) as error:
-            segmentation_row(row, cfg, str(tmp_path))
-        assert error.value.reason == reason
-    # Renamed source columns, through the loader: the bad row is kept with its error for validation to report.
-    rows = [{"img": "a.png", "gt": "a_mask.png", "ref": "it", "near": "a_mask.png"}, {"img": "a.png", "ref": "it"}]
-    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    columns = {"image": "img", "mask": "gt", "question": "ref", "confusable_mask": "near"}
-    dataset, _ = load_dataset({"format": "segmentation", "train": str(tmp_path / "rows.jsonl"), "columns": columns})
-    assert dataset[0]["confusable_mask"] == str(tmp_path / "a_mask.png") and dataset[0]["_error"] == ""
-    assert dataset[1]["_error"].startswith("wrong_type: mask column 'gt' must be a non-empty path")
-
-
-def test_dotted_path_reward_with_parameters(tmp_path):
-    path = tmp_path / "custom.yaml"
-    path.write_text(
-        "model_name_or_path: tiny:qwen2_5_vl\ndataset: {format: rows, train: rows.jsonl}\n"
-        "rewards:\n  - {name: helpers.KeywordReward, word: blue, bonus: 0.5, weight: 2.0}\n  - think_answer_format\n"
-    )
-    recipe = load_recipe(path, [f"output_dir={tmp_path}", "use_cpu=true", "bf16=false", "rewards.0.word=red"])
-    custom, fmt = get_rewards(recipe.rewards)
-    assert (custom.__name__, recipe.args.reward_weights) == ("keyword_red", [2.0, 1.0])
-    assert custom(["a red dot", "blue"]) == [0.5, 0.0] and fmt(["<think>a</think><answer>b</answer>"]) == [1.0]
-    with pytest.raises(ValueError, match=r"cannot import reward 'helpers.NoSuchReward'"):
-        get_rewards([{"name": "helpers.NoSuchReward"}])
-
-
-def test_gold_in_answer_tags_reads_as_its_answer():
-    # The video system's gold answers are written in the answer format; the reward compares their content.
-    (reward,) = get_rewards([{"name": "answer_accuracy", "mode": "set_iou"}])
-    golds = ["<answer>(1) Open door (2) Pick cup</answer>"] * 3 + ["(1) open door (2) pick cup"]
-    completions = ["<answer>(1) open door (2) pick cup</answer>", "<answer>open door</answer>", "", "open door"]
-    assert reward(completions, solution=golds) == [1.0, 0.5, 0.0, 0.5]

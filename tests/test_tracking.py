@@ -3,7 +3,6 @@ thumbnails and text of the completions table."""
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import logging
@@ -16,8 +15,7 @@ import wandb
 from factories import make_trainer
 from helpers import IMG, VID, length_reward, rows_for, user
 from PIL import Image
-from trl import GRPOTrainer
-from wandb_files import history, table_artifacts
+from wandb_files import history, table_artifacts, wait_for_exit
 
 from qwengrpo.media import MediaBudget, split_row
 from qwengrpo.tracking import (
@@ -25,7 +23,7 @@ from qwengrpo.tracking import (
     STRIP_MAX_FRAMES,
     SafeWandbCallback,
     Thumbnails,
-    completion_text,
+    completion_line,
     prompt_text,
     thumbnail,
 )
@@ -74,6 +72,7 @@ def test_offline_run_logs_scalars_and_a_table_with_media(tiny_models, media_dir,
     trainer.train()
     wandb.finish()
     (run_dir,) = (wandb_env / "wandb").glob("offline-run-*")
+    wait_for_exit(run_dir)
 
     logged = set().union(*history(run_dir))
     assert logged >= SCALARS, sorted(SCALARS - logged)
@@ -216,10 +215,5 @@ def test_prompt_text(value, expected):
 
 
 def test_completion_text():
-    assert completion_text("free text") == "free text"
-    assert completion_text([{"role": "assistant", "content": "<answer>red</answer>"}]) == "<answer>red</answer>"
-
-
-def test_trl_log_hook_signature():
-    # `QwenGRPOTrainer.log` wraps TRL's and reads its `_logs`; the offline-run test above exercises the latter.
-    assert list(inspect.signature(GRPOTrainer.log).parameters) == ["self", "logs", "start_time"]
+    assert completion_line("free text") == "free text"
+    assert completion_line([{"role": "assistant", "content": "<answer>red</answer>"}]) == "<answer>red</answer>"

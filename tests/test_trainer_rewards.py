@@ -33,3 +33,18 @@ def test_missing_gold_column_fails_at_start(tiny_models, media_dir, tmp_path):
     with pytest.raises(ValueError, match=r"reward 'answer_accuracy_set_iou' needs dataset column 'solution'"):
         QwenGRPOTrainer(str(tiny_models["qwen2_vl"]), [get_reward("answer_accuracy", mode="set_iou")], args=args,
                         train_dataset=dataset)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("family", "coords", "warned"), [("qwen3_vl", "absolute", True), ("qwen2_5_vl", "absolute", False)]
+)
+def test_a_reward_in_the_other_coordinate_convention_is_named(
+    family, coords, warned, tiny_models, media_dir, tmp_path, caplog
+):
+    rows = [{**row, "boxes": [[0, 0, 10, 10]]} for row in rows_for("image", media_dir)]
+    with caplog.at_level("WARNING", logger="qwengrpo.trainer"):
+        make_trainer(tiny_models[family], rows, tmp_path, [get_reward("box_iou", coords=coords)])
+    lines = [r.getMessage() for r in caplog.records if "coordinates" in r.getMessage()]
+    assert bool(lines) == warned
+    if warned:
+        assert "box_iou" in lines[0] and "relative1000" in lines[0]

@@ -19,11 +19,6 @@ from qwengrpo.tiny import FAMILIES
 
 
 @pytest.fixture(scope="module")
-def processor(tiny_models):
-    return AutoProcessor.from_pretrained(tiny_models["qwen2_5_vl"])
-
-
-@pytest.fixture(scope="module")
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("media") / "my media"
     root.mkdir()

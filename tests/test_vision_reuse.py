@@ -139,6 +139,7 @@ def test_a_training_run_with_reuse_moves_lora_only(tiny_models, media_dir, tmp_p
         assert moved == param.requires_grad, name
 
 
+@pytest.mark.slow
 def test_bench_vision_counts():
     """The benchmark's counts (not its timings): TRL encodes 3·G copies per distinct image per step, qwengrpo one;
     videos decode once per distinct video per step, and never again once cached."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,23 @@ _BLOCK, _HEADER = 32768, 7
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
-def records(run_dir: Path) -> Iterator[pb.Record]:
+def wait_for_exit(run_dir: Path, timeout: float = 120.0) -> None:
+    """Return once the run's `.wandb` file holds its exit record: `wandb.finish()` returns before W&B's core
+    process has written the rest of the file, so reading it at once can meet a half-written chunk."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in records(run_dir, complete=False)):
+                return
+        except (ValueError, AssertionError):  # no file yet, or a chunk still being written
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{run_dir}: no exit record after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def records(run_dir: Path, complete: bool = True) -> Iterator[pb.Record]:
+    """The file's records; `complete=False` stops quietly at a chunk still being written."""
     (path,) = Path(run_dir).glob("*.wandb")
     data = path.read_bytes()
     assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
@@ -29,6 +46,8 @@ def records(run_dir: Path) -> Iterator[pb.Record]:
         if left < _HEADER or (kind == 0 and length == 0):  # block trailer padding
             pos += left
             continue
+        if not complete and pos + _HEADER + length > len(data):
+            return
         assert kind in (_FULL, _FIRST, _MIDDLE, _LAST) and length <= left - _HEADER, f"{path}: bad chunk at {pos}"
         chunk = data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
@@ -37,7 +56,7 @@ def records(run_dir: Path) -> Iterator[pb.Record]:
             record = pb.Record()
             record.ParseFromString(buf)
             yield record
-    assert pos == len(data), f"{path}: {len(data) - pos} trailing bytes"
+    assert pos == len(data) or not complete, f"{path}: {len(data) - pos} trailing bytes"
 
 
 def history(run_dir: Path) -> list[dict]:

@@ -127,14 +127,14 @@ class RowChecker:
         r = self.resolver
         if ref.kind == "image":
             w, h = self.facts.image(ref.source, ref.label)
-            rh, rw = image_resize(ref, w, h, r.image_factor, *r._image_px)
+            rh, rw = image_resize(ref, w, h, r.image_factor, *r.image_px)
             patch = self.processor.image_processor.patch_size
             return self._replacement("image", (1, rh // patch, rw // patch))
         video = self.facts.video(ref)
         if video is None:
             return None, self.processor.video_token
         indices = sample_indices(ref, video.frames, video.fps)
-        rh, rw = video_resize(ref, len(indices), *video.size, r.video_factor, *r._video_px)
+        rh, rw = video_resize(ref, len(indices), *video.size, r.video_factor, *r.video_px)
         patch = self.processor.video_processor.patch_size
         grid = (math.ceil(len(indices) / r.temporal_patch_size), rh // patch, rw // patch)
         return self._replacement("video", grid, (video, indices, rw, rh))

@@ -90,12 +90,12 @@ def _media_tiles(ref: Any, k: int, resolver: MediaResolver) -> tuple[str, list[t
     """A one-line summary of a medium after its budget, and the tiles (image, caption) that show it."""
     if ref.kind == "image":
         # The resolver's own defaults, so the preview resizes exactly as training will.
-        decoded = load_image(ref, resolver.image_factor, *resolver._image_px)
+        decoded = load_image(ref, resolver.image_factor, *resolver.image_px)
         w, h = decoded.image.size
         tokens = (w // resolver.image_factor) * (h // resolver.image_factor)
         ow, oh = decoded.original_size
         return f"image {k + 1}: {ow}x{oh} -> {w}x{h}, {tokens} tokens", [(decoded.image, f"image {k + 1}")]
-    video = decode_video(ref, resolver.video_factor, *resolver._video_px)
+    video = decode_video(ref, resolver.video_factor, *resolver.video_px)
     t, _, h, w = video.frames.shape
     tokens = math.ceil(t / resolver.temporal_patch_size) * (w // resolver.video_factor) * (h // resolver.video_factor)
     ow, oh = video.original_size

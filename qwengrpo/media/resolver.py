@@ -100,9 +100,9 @@ class MediaResolver:
         self.cache = MediaCache(cache_bytes) if cache_bytes > 0 else None
         ip, vp = processor.image_processor, getattr(processor, "video_processor", None)
         self.image_factor = ip.patch_size * ip.merge_size
-        self._image_px = (ip.size["shortest_edge"], ip.size["longest_edge"])
+        self.image_px = (ip.size["shortest_edge"], ip.size["longest_edge"])
         self.video_factor = vp.patch_size * vp.merge_size if vp is not None else self.image_factor
-        self._video_px = (vp.size["shortest_edge"], vp.size["longest_edge"]) if vp is not None else self._image_px
+        self.video_px = (vp.size["shortest_edge"], vp.size["longest_edge"]) if vp is not None else self.image_px
         self.temporal_patch_size = vp.temporal_patch_size if vp is not None else 2
         self.decodes = 0  # media decoded so far (benchmarks and tests read it)
 
@@ -127,9 +127,9 @@ class MediaResolver:
             return cached
         try:
             if ref.kind == "image":
-                item = self._image(load_image(ref, self.image_factor, *self._image_px))
+                item = self._image(load_image(ref, self.image_factor, *self.image_px))
             else:
-                item = self._video(decode_video(ref, self.video_factor, *self._video_px))
+                item = self._video(decode_video(ref, self.video_factor, *self.video_px))
         except MediaError as exc:
             raise MediaError(f"row {index}: {exc}") from exc
         self.decodes += 1

@@ -9,7 +9,7 @@ from .families import (
     mm_token_type_ids,
     vision_tower,
 )
-from .freeze import apply_freezing, apply_last_k_lora, apply_tuning, trainable_parameter_names
+from .freeze import apply_freezing, apply_last_k_lora, apply_tuning
 from .suppress import suppress_in_head, vision_token_ids
 from .sync import DeferredEncoding, dummy_vision_forward, sync_vision_calls, vision_calls_skipped
 
@@ -27,7 +27,6 @@ __all__ = [
     "mm_token_type_ids",
     "suppress_in_head",
     "sync_vision_calls",
-    "trainable_parameter_names",
     "vision_calls_skipped",
     "vision_token_ids",
     "vision_tower",

@@ -16,13 +16,13 @@ def _set(module: nn.Module, trainable: bool) -> None:
         p.requires_grad_(trainable)
 
 
-def apply_freezing(model: nn.Module, *, llm: bool, vision_tower_: bool, aligner: bool) -> nn.Module:
+def apply_freezing(model: nn.Module, *, llm: bool, tower: bool, aligner: bool) -> nn.Module:
     """Freeze the named parts (True = frozen). The aligner is applied after the tower, as it lives inside it."""
     _set(model, True)
     if llm:
         _set(language_model(model), False)
         _set(model.get_output_embeddings(), False)
-    if vision_tower_:
+    if tower:
         _set(vision_tower(model), False)
     for module in aligner_modules(model):
         _set(module, not aligner)
@@ -62,14 +62,8 @@ def apply_tuning(model: nn.Module, args) -> nn.Module:
     With `lora_last_k` everything but the adapters (and the aligner, unless `freeze_aligner`) is frozen.
     """
     if not args.lora_last_k:
-        return apply_freezing(
-            model, llm=args.freeze_llm, vision_tower_=args.freeze_vision_tower, aligner=args.freeze_aligner
-        )
-    apply_freezing(model, llm=True, vision_tower_=True, aligner=True)
+        return apply_freezing(model, llm=args.freeze_llm, tower=args.freeze_vision_tower, aligner=args.freeze_aligner)
+    apply_freezing(model, llm=True, tower=True, aligner=True)
     return apply_last_k_lora(
         model, args.lora_last_k, r=args.lora_r, alpha=args.lora_alpha, aligner=not args.freeze_aligner
     )
-
-
-def trainable_parameter_names(model: nn.Module) -> list[str]:
-    return [n for n, p in model.named_parameters() if p.requires_grad]

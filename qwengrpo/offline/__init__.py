@@ -6,7 +6,16 @@ scoring and `evaluate` for the held-out comparison behind `qwengrpo evaluate`.
 """
 
 from .config import OfflineGRPOConfig
-from .data import BeamCollator, Group, GroupDataset, OfflineData, TextCollator, beam_groups, load_groups, text_groups
+from .data import (
+    BeamCollator,
+    CandidateGroup,
+    GroupDataset,
+    OfflineData,
+    TextCollator,
+    beam_groups,
+    load_groups,
+    text_groups,
+)
 from .launch import build_trainer
 from .policies import QwenVLPolicy, load_policy_weights
 from .scoring import rank_candidates, score_dataset
@@ -15,7 +24,7 @@ from .trainer import OfflineGRPOTrainer
 
 __all__ = [
     "BeamCollator",
-    "Group",
+    "CandidateGroup",
     "GroupDataset",
     "OfflineData",
     "OfflineGRPOConfig",

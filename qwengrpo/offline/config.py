@@ -49,7 +49,8 @@ class OfflineGRPOConfig(QwenVLArgs, TrainingArguments):
     )
     clip_epsilon: float = field(default=0.2, metadata={"help": "PPO clip range ε: r is clipped to [1-ε, 1+ε]."})
     advantage_clip: float = field(
-        default=5.0, metadata={"help": "Group z-score advantages are clipped to [-advantage_clip, advantage_clip]."}
+        default=5.0,
+        metadata={"help": "Per-group z-score advantages are clipped to [-advantage_clip, advantage_clip]."},
     )
     kl_beta: float = field(default=0.1, metadata={"help": "Initial weight β of the KL term E[r - 1 - log r]."})
     kl_target_min: float = field(

@@ -8,7 +8,7 @@ is a sequence of ids (e.g. in-context shots from a pool).
 Text format (for Qwen-VL policies): rows `{"prompt": messages | str, "image" | "images" | "video" | "videos": ...,
 "completions": [K strings], "scores": [K numbers]}`; media columns follow `qwengrpo.media` conventions.
 
-Both become `Group`s. Collators turn a list of groups into the batch a policy reads (see `policies`): always
+Both become `CandidateGroup`s. Collators turn a list of groups into the batch a policy reads (see `policies`): always
 `scores[B, K]`, `mask[B, K]` (False where a group has fewer than K candidates) and `index[B]`, plus the
 format's own fields.
 """
@@ -54,7 +54,7 @@ class OfflineData:
 
 
 @dataclass
-class Group:
+class CandidateGroup:
     """One query with its candidates. Not a dict, so that Trainer's unused-column removal leaves it whole."""
 
     query: Any  # beam: the query id or features; text: the prompt row (prompt + media columns)
@@ -74,7 +74,7 @@ def _query_key(key: str) -> Any:
     return int(key) if key.lstrip("-").isdigit() else key
 
 
-def beam_groups(raw: dict | list[dict], where: str = "beam data") -> list[Group]:
+def beam_groups(raw: dict | list[dict], where: str = "beam data") -> list[CandidateGroup]:
     """Beam data (`id_list` / `score_list`, keyed by query id or with a `query`/`query_id` column)."""
     if isinstance(raw, dict):
         raw = [{"query": _query_key(k), **_row(v, f"{where}: query {k!r}", "id_list")} for k, v in raw.items()]
@@ -85,11 +85,11 @@ def beam_groups(raw: dict | list[dict], where: str = "beam data") -> list[Group]
         candidates = [list(map(int, seq)) for seq in row["id_list"]]
         scores = [float(s) for s in row["score_list"]] if "score_list" in row else None
         _check(f"{where}: row {i} (query {query!r})", candidates, scores)
-        groups.append(Group(query, candidates, scores))
+        groups.append(CandidateGroup(query, candidates, scores))
     return groups
 
 
-def text_groups(rows: list[dict], where: str = "text data") -> list[Group]:
+def text_groups(rows: list[dict], where: str = "text data") -> list[CandidateGroup]:
     """Rows of a prompt (with media) and its K scored completions."""
     if isinstance(rows, dict):
         raise ValueError(
@@ -105,7 +105,7 @@ def text_groups(rows: list[dict], where: str = "text data") -> list[Group]:
         candidates = [str(c) for c in row["completions"]]
         scores = [float(s) for s in row["scores"]] if "scores" in row else None
         _check(f"{where}: row {i}", candidates, scores)
-        groups.append(Group(query, candidates, scores))
+        groups.append(CandidateGroup(query, candidates, scores))
     return groups
 
 
@@ -121,7 +121,7 @@ def _row(row: Any, where: str, candidates: str) -> dict:
     raise ValueError(f"{where}: expected an object with a {candidates!r} list, got {got}")
 
 
-def load_groups(path: str | Path, data_format: str) -> list[Group]:
+def load_groups(path: str | Path, data_format: str) -> list[CandidateGroup]:
     """Read a `.json` or `.jsonl` file of the given format (`"beam"` or `"text"`)."""
     if data_format not in (BEAM, TEXT):
         raise ValueError(f"unknown data format {data_format!r}; expected {BEAM!r} or {TEXT!r}")
@@ -139,7 +139,9 @@ def load_groups(path: str | Path, data_format: str) -> list[Group]:
     return beam_groups(raw, str(path)) if data_format == BEAM else text_groups(raw, str(path))
 
 
-def split_groups(groups: list[Group], eval_fraction: float, seed: int = 0) -> tuple[list[Group], list[Group]]:
+def split_groups(
+    groups: list[CandidateGroup], eval_fraction: float, seed: int = 0
+) -> tuple[list[CandidateGroup], list[CandidateGroup]]:
     """A seeded held-out split: `eval_fraction` of the groups (at least one) go to the second list."""
     order = list(range(len(groups)))
     random.Random(seed).shuffle(order)
@@ -151,18 +153,18 @@ def split_groups(groups: list[Group], eval_fraction: float, seed: int = 0) -> tu
 class GroupDataset(Dataset):
     """Groups indexed 0..N-1; each group's `index` is its position here."""
 
-    def __init__(self, groups: list[Group]) -> None:
-        self.groups = [Group(g.query, g.candidates, g.scores, i) for i, g in enumerate(groups)]
+    def __init__(self, groups: list[CandidateGroup]) -> None:
+        self.groups = [CandidateGroup(g.query, g.candidates, g.scores, i) for i, g in enumerate(groups)]
         self.max_candidates = max((len(g.candidates) for g in self.groups), default=0)
 
     def __len__(self) -> int:
         return len(self.groups)
 
-    def __getitem__(self, i: int) -> Group:
+    def __getitem__(self, i: int) -> CandidateGroup:
         return self.groups[i]
 
 
-def _common(groups: list[Group]) -> dict[str, torch.Tensor]:
+def _common(groups: list[CandidateGroup]) -> dict[str, torch.Tensor]:
     k = max(len(g.candidates) for g in groups)
     scores = torch.zeros(len(groups), k)
     mask = torch.zeros(len(groups), k, dtype=torch.bool)
@@ -177,7 +179,7 @@ def _common(groups: list[Group]) -> dict[str, torch.Tensor]:
 class BeamCollator:
     """Beam groups → `query` (tensor of ids or features), `candidates[B, K, L]` (PAD_ID-padded), `lengths[B, K]`."""
 
-    def __call__(self, groups: list[Group]) -> dict[str, torch.Tensor]:
+    def __call__(self, groups: list[CandidateGroup]) -> dict[str, torch.Tensor]:
         batch = _common(groups)
         b, k = batch["mask"].shape
         length = max(len(seq) for g in groups for seq in g.candidates)
@@ -197,5 +199,5 @@ class BeamCollator:
 class TextCollator:
     """Text groups → `rows` (the prompt rows, media unresolved) and `completions` (B lists of strings)."""
 
-    def __call__(self, groups: list[Group]) -> dict[str, Any]:
+    def __call__(self, groups: list[CandidateGroup]) -> dict[str, Any]:
         return {**_common(groups), "rows": [g.query for g in groups], "completions": [g.candidates for g in groups]}

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from ..recipe import QWEN_VL, Recipe
-from .data import BEAM, TEXT, BeamCollator, Group, TextCollator, load_groups, split_groups
+from .data import BEAM, TEXT, BeamCollator, CandidateGroup, TextCollator, load_groups, split_groups
 from .trainer import OfflineGRPOTrainer
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,9 @@ def build_policy(recipe: Recipe) -> tuple[nn.Module, Any]:
     return QwenVLPolicy(model, resolver), processor
 
 
-def build_groups(recipe: Recipe, with_train: bool = True) -> tuple[list[Group] | None, list[Group] | None]:
+def build_groups(
+    recipe: Recipe, with_train: bool = True
+) -> tuple[list[CandidateGroup] | None, list[CandidateGroup] | None]:
     """Train and held-out groups. Without `with_train` the train file is read only when the held-out groups are a
     share of it (`eval_fraction`), so a held-out evaluation does not need the training data."""
     data = recipe.dataset

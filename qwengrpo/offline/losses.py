@@ -47,7 +47,7 @@ def group_zscores(scores: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -
 
 
 def group_advantages(scores: torch.Tensor, mask: torch.Tensor, clip: float = 5.0) -> torch.Tensor:
-    """Group z-scores clipped to `[-clip, clip]`."""
+    """Per-group z-scores clipped to `[-clip, clip]`."""
     return group_zscores(scores, mask).clamp(-clip, clip)
 
 

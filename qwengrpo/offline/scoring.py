@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from .data import BeamCollator, Group, GroupDataset, TextCollator
+from .data import BeamCollator, CandidateGroup, GroupDataset, TextCollator
 
 
 class Scored(NamedTuple):
@@ -61,7 +61,10 @@ def score_dataset(
 
 
 def rank_candidates(
-    policy: nn.Module, groups: list[Group], collator: BeamCollator | TextCollator | None = None, batch_size: int = 8
+    policy: nn.Module,
+    groups: list[CandidateGroup],
+    collator: BeamCollator | TextCollator | None = None,
+    batch_size: int = 8,
 ) -> list[list[int]]:
     """For each group, its candidate indices from most to least likely under `policy`; `[0]` is the top-1 pick.
 

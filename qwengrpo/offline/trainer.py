@@ -19,7 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..inference import cache_on_save
 from .config import OfflineGRPOConfig
-from .data import Group, GroupDataset
+from .data import CandidateGroup, GroupDataset
 from .losses import adapt_beta, candidate_metrics, group_advantages, grpo_loss, kl_terms, rce_loss, top_k_mask
 from .policies import QwenVLPolicy, load_policy_weights
 from .scoring import Scored, score_dataset
@@ -40,7 +40,7 @@ def _rce_scaled(schedule: Callable[[int], float], rce_steps: int, fraction: floa
     return scaled
 
 
-def _as_dataset(groups: GroupDataset | list[Group] | None) -> GroupDataset | None:
+def _as_dataset(groups: GroupDataset | list[CandidateGroup] | None) -> GroupDataset | None:
     return groups if groups is None or isinstance(groups, GroupDataset) else GroupDataset(groups)
 
 
@@ -60,9 +60,9 @@ class OfflineGRPOTrainer(Trainer):
         self,
         model: nn.Module,
         args: OfflineGRPOConfig,
-        data_collator: Callable[[list[Group]], dict[str, Any]],
-        train_dataset: GroupDataset | list[Group],
-        eval_dataset: GroupDataset | list[Group] | None = None,
+        data_collator: Callable[[list[CandidateGroup]], dict[str, Any]],
+        train_dataset: GroupDataset | list[CandidateGroup],
+        eval_dataset: GroupDataset | list[CandidateGroup] | None = None,
         processing_class: Any = None,
         callbacks: list[TrainerCallback] | None = None,
     ) -> None:

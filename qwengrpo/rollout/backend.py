@@ -91,6 +91,15 @@ class VLLMRollout:
         if self.mode == "server":
             self.state.wait_for_everyone()  # no rank samples before the server has the new weights
 
+    def __call__(self, prompts: list, trainer: Any) -> dict[str, list]:
+        """TRL's `rollout_func`: the batch's rows (their media encoded once by the trainer) sampled by vLLM."""
+        from trl.extras.profiling import profiling_context
+
+        rows, vision = trainer.rollout_media()
+        with profiling_context(trainer, "vLLM.generate"):
+            completions, logprobs = self.generate(rows, vision)
+        return {"prompt_ids": [r.prompt_ids for r in rows], "completion_ids": completions, "logprobs": logprobs}
+
     def generate(self, rows: list[RowMedia], vision: VisionCache) -> tuple[list[list[int]], list[list[float]]]:
         """Completion ids and their sampling log-probs, one per row, in row order (a prompt's G copies sampled as
         one request with n = G)."""

@@ -1,0 +1,79 @@
+"""Every TRL / transformers name qwengrpo relies on, pinned in one place: an upgrade that changes one fails here,
+not mid-training. Overrides are checked by signature; seams and attributes by the source that reads them."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import transformers
+import trl.trainer.grpo_trainer as grpo
+from transformers import Trainer
+from trl import GRPOTrainer
+
+from qwengrpo import QwenGRPOTrainer
+from qwengrpo._upstream import TrainerWorkarounds
+
+# The trainer's own overrides of GRPOTrainer (at most six), and the Trainer workarounds of `qwengrpo._upstream`.
+OVERRIDES = {
+    "__init__": None,  # ours has its own signature; TRL's keywords are passed through
+    "_generate_and_score_completions": ["self", "inputs"],
+    "_tokenize_prompts": ["self", "prompts"],
+    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+    "_compute_loss": ["self", "model", "inputs"],
+    "_get_per_token_logps_and_entropies": [
+        "self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
+        "compute_aux_loss",
+    ],
+}  # fmt: skip
+WORKAROUNDS = {
+    "_get_train_sampler": ["self", "dataset"],
+    "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
+    "_save_checkpoint": ["self", "model", "trial"],
+    "_save": ["self", "output_dir", "state_dict"],
+}
+
+
+def test_the_trainer_overrides_only_what_it_lists():
+    own = {name for name, value in vars(QwenGRPOTrainer).items() if callable(value) and hasattr(GRPOTrainer, name)}
+    assert own == set(OVERRIDES)
+    fixes = {name for name, value in vars(TrainerWorkarounds).items() if callable(value) and hasattr(Trainer, name)}
+    assert fixes == set(WORKAROUNDS)
+    for name in OVERRIDES:  # each is named in the class docstring, with its reason
+        assert f"`{name}`" in QwenGRPOTrainer.__doc__
+
+
+@pytest.mark.parametrize("name", [n for n, p in OVERRIDES.items() if p] + list(WORKAROUNDS))
+def test_overridden_hook_signatures(name):
+    expected = OVERRIDES.get(name) or WORKAROUNDS[name]
+    params = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
+    assert params[: len(expected)] == expected
+
+
+def test_rollout_func_seam():
+    # `_generate` calls `rollout_func(prompts, trainer)` and syncs weights through `vllm_generation` first.
+    source = inspect.getsource(GRPOTrainer._generate)
+    assert "self.rollout_func(prompts, self)" in source
+    assert "self.vllm_generation.sync_weights()" in source
+    assert 'output["prompt_ids"], output["completion_ids"], output["logprobs"]' in source
+
+
+def test_log_completions_switch_and_logs():
+    # TRL writes its own table when `self.log_completions`; the trainer switches it off and reads `_logs`.
+    assert "self.log_completions" in inspect.getsource(GRPOTrainer.log)
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert 'self._logs["prompt"].extend' in source and 'self._logs["advantages"].extend' in source
+
+
+def test_reference_model_is_built_by_create_model_from_path():
+    # `qwengrpo.trainer._reference_like_policy` patches this module-level name while TRL builds its reference.
+    assert "create_model_from_path(" in inspect.getsource(GRPOTrainer.__init__)
+    assert callable(grpo.create_model_from_path)
+
+
+def test_generate_encodes_media_in_its_multimodal_hook():
+    # `_encoder_outputs_in_generate` replaces this per instance for one generation call.
+    from transformers.generation.utils import GenerationMixin
+
+    assert hasattr(GenerationMixin, "_prepare_multimodal_encoder_kwargs_for_generation")
+    assert "mm_encoder_outputs" in inspect.getsource(transformers.models.qwen2_5_vl.modeling_qwen2_5_vl)
