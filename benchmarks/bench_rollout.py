@@ -23,8 +23,13 @@ from pathlib import Path
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-WIDTH = {"hidden_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 256,
-         "num_hidden_layers": 4}  # fmt: skip
+WIDTH = {
+    "hidden_size": 128,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "intermediate_size": 256,
+    "num_hidden_layers": 4,
+}
 DIFF = "sampling/sampling_logp_difference/mean"
 
 
@@ -47,11 +52,24 @@ def child(mode: str, root: Path, steps: int, completion: int) -> dict:
             return out
 
     args = QwenGRPOConfig(
-        output_dir=str(root / mode), max_steps=steps, per_device_train_batch_size=16, num_generations=8,
-        max_completion_length=completion, learning_rate=1e-3, max_pixels=28 * 28 * 16, video_max_pixels=28 * 28 * 4,
-        video_max_frames=8, report_to="none", save_strategy="no", logging_steps=1, use_cpu=True, bf16=False, seed=0,
-        use_vllm=mode == "vllm", vllm_max_model_length=1024,
-    )  # fmt: skip
+        output_dir=str(root / mode),
+        max_steps=steps,
+        per_device_train_batch_size=16,
+        num_generations=8,
+        max_completion_length=completion,
+        learning_rate=1e-3,
+        max_pixels=28 * 28 * 16,
+        video_max_pixels=28 * 28 * 4,
+        video_max_frames=8,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        use_vllm=mode == "vllm",
+        vllm_max_model_length=1024,
+    )
     trainer = Timed(str(model), colour_reward, args=args, train_dataset=Dataset.from_list(rows))
     step_times: list[float] = []
     from transformers import TrainerCallback
@@ -81,8 +99,12 @@ def child(mode: str, root: Path, steps: int, completion: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--completion", type=int, default=48, help="completion tokens per rollout (a random model "
-                        "rarely stops early, so this is about the length sampled)")  # fmt: skip
+    parser.add_argument(
+        "--completion",
+        type=int,
+        default=48,
+        help="completion tokens per rollout (a random model rarely stops early, so this is about the length sampled)",
+    )
     parser.add_argument("--child", choices=["generate", "vllm"])
     parser.add_argument("--root", type=Path)
     args = parser.parse_args()
@@ -92,8 +114,18 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("generate", "vllm"):
-            cmd = [sys.executable, __file__, "--child", mode, "--root", str(Path(tmp) / mode),
-                   "--steps", str(args.steps), "--completion", str(args.completion)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                mode,
+                "--root",
+                str(Path(tmp) / mode),
+                "--steps",
+                str(args.steps),
+                "--completion",
+                str(args.completion),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     results["step_ratio"] = round(results["vllm"]["step_s"] / results["generate"]["step_s"], 3)

@@ -90,9 +90,15 @@ def timed_check(dataset, processor, work: Path, cache: str, **kwargs) -> tuple[f
     os.environ["QWENGRPO_CACHE_DIR"] = str(work / cache)
     start = time.perf_counter()
     _, report = validate_dataset(
-        dataset, processor, MediaBudget(), required_columns=["solution"], max_prompt_tokens=2048, on_error="skip",
-        rejects=work / f"rejects {cache}.jsonl", **kwargs,
-    )  # fmt: skip
+        dataset,
+        processor,
+        MediaBudget(),
+        required_columns=["solution"],
+        max_prompt_tokens=2048,
+        on_error="skip",
+        rejects=work / f"rejects {cache}.jsonl",
+        **kwargs,
+    )
     return time.perf_counter() - start, dict(report.rejected)
 
 

@@ -173,7 +173,7 @@ def child(kind: str, task: str, root: Path, steps: int, cache_mb: int, side: int
         "decodes_per_step_after_epoch_1": statistics.mean(d["decodes"] for d in later_epochs or [{"decodes": 0}]),
         "step_s": round(statistics.median(later), 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }  # fmt: skip
+    }
 
 
 def run_child(kind: str, task: str, root: Path, steps: int, side: int, cache_mb: int = 0) -> dict:

@@ -21,10 +21,23 @@ import time
 from pathlib import Path
 
 # Qwen/Qwen2.5-VL-3B-Instruct's architecture (config.json), with the tiny tokenizer's vocabulary.
-TEXT_3B = {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16,
-           "num_key_value_heads": 2, "max_position_embeddings": 32768}  # fmt: skip
-VISION_3B = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 2048,
-             "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112}  # fmt: skip
+TEXT_3B = {
+    "hidden_size": 2048,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+}
+VISION_3B = {
+    "depth": 32,
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "out_hidden_size": 2048,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+    "window_size": 112,
+}
 
 
 def build(root: Path) -> tuple[Path, list[dict]]:
@@ -38,10 +51,18 @@ def build(root: Path) -> tuple[Path, list[dict]]:
     for i in range(4):
         image = write_image(root / f"image{i}.png", ("red", "green", "blue")[i % 3], size=(448, 448))
         video = write_video(root / f"video{i}.mp4", n_frames=32, fps=4, size=(448, 448))
-        rows.append({"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "colour?"}]}],
-                     "images": [str(image)]})  # fmt: skip
-        rows.append({"prompt": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "where?"}]}],
-                     "videos": [str(video)]})  # fmt: skip
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "colour?"}]}],
+                "images": [str(image)],
+            }
+        )
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "where?"}]}],
+                "videos": [str(video)],
+            }
+        )
     return model, rows
 
 
@@ -95,8 +116,11 @@ def run(sampler: str, model_dir: Path, rows: list[dict], generations: int, compl
             start = time.perf_counter()  # the engine's start-up is not sampling
             engine.generate(build_requests(media, vision), {"max_tokens": completion, "ignore_eos": True})
     seconds = time.perf_counter() - start
-    return {"tokens_per_s": round(len(media) * completion / seconds, 1), "seconds": round(seconds, 2),
-            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20)}  # fmt: skip
+    return {
+        "tokens_per_s": round(len(media) * completion / seconds, 1),
+        "seconds": round(seconds, 2),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20),
+    }
 
 
 def main() -> None:
@@ -115,11 +139,25 @@ def main() -> None:
         root = Path(tmp)
         _, rows = build(root)
         (root / "rows.json").write_text(json.dumps(rows))
-        results = {"model": "Qwen2.5-VL-3B architecture, random bf16", "G": args.generations,
-                   "prompts": len(rows), "completion_tokens": args.completion}  # fmt: skip
+        results = {
+            "model": "Qwen2.5-VL-3B architecture, random bf16",
+            "G": args.generations,
+            "prompts": len(rows),
+            "completion_tokens": args.completion,
+        }
         for sampler in ("generate", "vllm"):
-            cmd = [sys.executable, __file__, "--child", sampler, "--root", tmp, "--generations", str(args.generations),
-                   "--completion", str(args.completion)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                sampler,
+                "--root",
+                tmp,
+                "--generations",
+                str(args.generations),
+                "--completion",
+                str(args.completion),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True)
             lines = out.stdout.strip().splitlines()
             results[sampler] = json.loads(lines[-1]) if out.returncode == 0 and lines else {"error": out.stderr[-500:]}

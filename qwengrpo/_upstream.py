@@ -57,7 +57,9 @@ def fix_rope_index(model: nn.Module) -> None:
     Patches the instance only (its inner `...VLModel`), so training, `generate` and every log-prob pass agree with
     each other and with vLLM; idempotent; a no-op for other families.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from .models.families import without_peft
+
+    base = without_peft(model)
     if base.config.model_type not in _SHIFTED_TEXT_FAMILIES:
         return
     inner = base.model

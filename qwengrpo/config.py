@@ -90,20 +90,26 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
     )
     on_error: str = field(
         default="fail",
-        metadata={"help": "A bad row stops the run ('fail') or is skipped and written to the rejects file ('skip'), "
-                          "before step 1 and during training (where it is replaced in its batch).",
-                  "choices": ["fail", "skip"]},
-    )  # fmt: skip
+        metadata={
+            "help": "A bad row stops the run ('fail') or is skipped and written to the rejects file ('skip'), "
+            "before step 1 and during training (where it is replaced in its batch).",
+            "choices": ["fail", "skip"],
+        },
+    )
     rejects_path: str | None = field(
         default=None,
-        metadata={"help": "JSONL of rejected train rows (default: <output_dir>/rejects.jsonl); other splits' rejects "
-                  "go beside it as rejects.<split>.jsonl."},
-    )  # fmt: skip
+        metadata={
+            "help": "JSONL of rejected train rows (default: <output_dir>/rejects.jsonl); other splits' rejects "
+            "go beside it as rejects.<split>.jsonl."
+        },
+    )
     duplicate_ids: str = field(
         default="warn",
-        metadata={"help": "Rows sharing an `id`: 'warn' (counted in the report) or 'error' (each repeat is rejected).",
-                  "choices": ["warn", "error"]},
-    )  # fmt: skip
+        metadata={
+            "help": "Rows sharing an `id`: 'warn' (counted in the report) or 'error' (each repeat is rejected).",
+            "choices": ["warn", "error"],
+        },
+    )
     reward_nonfinite_patience: int = field(
         default=1,
         metadata={

@@ -43,9 +43,15 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def complete(
-    model: Any, processor: Any, rows: list[dict], budget: MediaBudget | None = None, *,
-    batch_size: int = 8, max_new_tokens: int = 256, max_prompt_tokens: int | None = None,
-) -> tuple[list[str], list[list[dict]]]:  # fmt: skip
+    model: Any,
+    processor: Any,
+    rows: list[dict],
+    budget: MediaBudget | None = None,
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    max_prompt_tokens: int | None = None,
+) -> tuple[list[str], list[list[dict]]]:
     """One greedy completion per row, and each row's media geometry (what rewards receive as `media`)."""
     resolver = MediaResolver(processor, budget, max_prompt_tokens=max_prompt_tokens)
     texts, infos = [], []
@@ -70,15 +76,20 @@ def score(rows: list[dict], texts: list[str], infos: list[list[dict]], rewards: 
 
     out = {}
     for reward in rewards:
-        out[reward_name(reward)] = reward(prompts=prompts, completions=completions, media=infos,
-                                          log_metric=log_metric, **columns)  # fmt: skip
+        out[reward_name(reward)] = reward(
+            prompts=prompts, completions=completions, media=infos, log_metric=log_metric, **columns
+        )
     return {"scores": out, "metrics": dict(metrics)}
 
 
 def build_report(
-    rows: list[dict], texts: list[str], scores: dict[str, list[float | None]], *,
-    group_by: str | None = None, metrics: Sequence[RowMetrics] = (),
-) -> dict[str, Any]:  # fmt: skip
+    rows: list[dict],
+    texts: list[str],
+    scores: dict[str, list[float | None]],
+    *,
+    group_by: str | None = None,
+    metrics: Sequence[RowMetrics] = (),
+) -> dict[str, Any]:
     """Per-row predictions and metrics over all rows and per value of `group_by` (when the rows have it)."""
     keys = ["all"] + (sorted({str(r[group_by]) for r in rows}) if group_by and rows and group_by in rows[0] else [])
     report: dict[str, Any] = {"rows": len(rows), "groups": {}, "predictions": []}
@@ -116,17 +127,32 @@ def format_tables(report: dict[str, Any], metrics: Sequence[RowMetrics] = ()) ->
 
 
 def evaluate(
-    model: Any, processor: Any, dataset: Dataset | list[dict], rewards: Sequence[Callable] = (), *,
-    budget: MediaBudget | None = None, batch_size: int = 8, max_new_tokens: int = 256,
-    max_prompt_tokens: int | None = None, group_by: str | None = None, metrics: Sequence[RowMetrics] = (),
-) -> dict[str, Any]:  # fmt: skip
+    model: Any,
+    processor: Any,
+    dataset: Dataset | list[dict],
+    rewards: Sequence[Callable] = (),
+    *,
+    budget: MediaBudget | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    max_prompt_tokens: int | None = None,
+    group_by: str | None = None,
+    metrics: Sequence[RowMetrics] = (),
+) -> dict[str, Any]:
     """Complete every row with `model`, score it with `rewards`, and return the report (see `build_report`)."""
     rows = list(dataset)  # iterating decodes `Image` features; `to_list` would hand out raw bytes
     rows = [{k: v for k, v in row.items() if k not in MEDIA_COLUMNS or v is not None} for row in rows]
     if not rows:
         raise ValueError("nothing to evaluate: the dataset has no rows")
-    texts, infos = complete(model, processor, rows, budget, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                            max_prompt_tokens=max_prompt_tokens)  # fmt: skip
+    texts, infos = complete(
+        model,
+        processor,
+        rows,
+        budget,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        max_prompt_tokens=max_prompt_tokens,
+    )
     scored = score(rows, texts, infos, rewards)
     report = build_report(rows, texts, scored["scores"], group_by=group_by, metrics=metrics)
     report["reward_metrics"] = scored["metrics"]

@@ -66,8 +66,14 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
 )
 
-_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "max_position_embeddings": 4096}  # fmt: skip
+_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+}
 
 
 def _vision(family: str, patch_size: int, out: int) -> dict:
@@ -75,10 +81,21 @@ def _vision(family: str, patch_size: int, out: int) -> dict:
     if family == "qwen2_vl":
         return {**common, "embed_dim": 32, "hidden_size": out, "mlp_ratio": 2}
     if family == "qwen2_5_vl":
-        return {**common, "hidden_size": 32, "intermediate_size": 64, "out_hidden_size": out,
-                "fullatt_block_indexes": [1], "window_size": 56}  # fmt: skip
-    vision = {**common, "hidden_size": 32, "intermediate_size": 64, "out_hidden_size": out,
-              "num_position_embeddings": 64}  # fmt: skip
+        return {
+            **common,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "out_hidden_size": out,
+            "fullatt_block_indexes": [1],
+            "window_size": 56,
+        }
+    vision = {
+        **common,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "out_hidden_size": out,
+        "num_position_embeddings": 64,
+    }
     if family != "qwen3_5":
         vision["deepstack_visual_indexes"] = [0]
     return vision
@@ -97,8 +114,12 @@ def _config(
     else:
         text["head_dim"] = 2 * head_half
         section = [head_half // 2, head_half // 4, head_half // 4]  # [4, 2, 2] at the default width
-        text["rope_parameters"] = {"rope_type": "default", "mrope_section": section, "mrope_interleaved": True,
-                                   "rope_theta": 5e5}  # fmt: skip
+        text["rope_parameters"] = {
+            "rope_type": "default",
+            "mrope_section": section,
+            "mrope_interleaved": True,
+            "rope_theta": 5e5,
+        }
         patch = 16
     if family == "qwen3_vl_moe":
         text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)
@@ -107,8 +128,7 @@ def _config(
         depth = text["num_hidden_layers"]
         types = ["linear_attention", "full_attention"] * depth
         text.setdefault("layer_types", types[-depth:])
-        text.update(linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=16,
-                    linear_value_head_dim=16)  # fmt: skip
+        text.update(linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16)
         text["rope_parameters"]["partial_rotary_factor"] = 1.0
     return {
         "model_type": family,

@@ -139,9 +139,14 @@ def log_completions(trainer: Any, wandb_callback: SafeWandbCallback | None) -> N
     logs, step = trainer._logs, trainer.state.global_step
     if is_rich_available():
         print_prompt_completions_sample(
-            logs["prompt"], logs["completion"], logs["rewards"], logs["advantages"], step,
-            trainer.num_completions_to_print, extra=dict(logs["extra"]),
-        )  # fmt: skip
+            logs["prompt"],
+            logs["completion"],
+            logs["rewards"],
+            logs["advantages"],
+            step,
+            trainer.num_completions_to_print,
+            extra=dict(logs["extra"]),
+        )
     frame = completions_frame(logs, step)
     if len(logs["media"]) == len(frame):  # always, unless the media log went missing
         draw = Thumbnails()

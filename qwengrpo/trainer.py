@@ -31,9 +31,11 @@ from .models import (
     vision_calls_skipped,
     vision_token_ids,
     vision_tower,
+    without_peft,
 )
 from .models.checkpoint import resolve_resume
-from .models.families import check_vllm_family, coordinate_convention
+from .models.families import check_reward_coordinates
+from .models.suppress import reference_like_policy
 from .rewards import check_reward_columns
 from .rewards.checked import NonFiniteWatch, checked_rewards
 from .tiny import resolve_model
@@ -97,12 +99,6 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         model_id = model = resolve_model(model) if isinstance(model, str) else model  # tiny:<family> too
         if isinstance(model, str):
             model = AutoModelForImageTextToText.from_pretrained(model_id, **model_load_kwargs(args.model_init_kwargs))
-        if args.use_vllm:
-            check_vllm_family(model.config.model_type)
-            if args.vllm_enable_sleep_mode:
-                raise ValueError("vllm_enable_sleep_mode is not supported by qwengrpo's vLLM rollouts yet")
-            if kwargs.get("tools"):
-                raise ValueError("tool calls are not supported with use_vllm=True yet; sample with generate instead")
         if kwargs.get("processing_class") is None:
             path = model_id if isinstance(model_id, str) else model.config._name_or_path
             kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")
@@ -114,10 +110,16 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         suppress = sorted({*vision_token_ids(model.config), *user})
         suppress_in_head(model, suppress)
         fix_rope_index(model)
-        self._rollout = self._start_vllm(model, args, suppress, kwargs) if args.use_vllm else None
-        self._max_prompt_tokens = self._prompt_limit(args)
+        limits = [] if args.max_prompt_tokens is None else [PromptLimit(args.max_prompt_tokens)]
+        self._rollout = None
+        if args.use_vllm:  # started before the data checks, which hold every row to its limits
+            from .rollout import start_rollout
+
+            self._rollout = start_rollout(model, args, suppress, kwargs)
+            limits.append(self._rollout.prompt_limit(args.max_completion_length))
+        self._max_prompt_tokens = min(limits, key=lambda limit: limit.tokens, default=None)
         reward_funcs = checked_rewards(reward_funcs)  # a bad reward output names the reward and the row
-        _check_coordinates(reward_funcs, model.config.model_type)
+        check_reward_coordinates(reward_funcs, model.config.model_type)
         dataset = kwargs.get("train_dataset")
         if dataset is not None and getattr(dataset, "column_names", None) is not None:
             # A missing gold column must fail here, not after the first generation batch.
@@ -133,7 +135,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         # TRL's own vLLM backend sends images only (no video, no encoder outputs); ours is attached below.
         use_vllm, args.use_vllm = args.use_vllm, False
         try:
-            with _reference_like_policy(suppress):
+            with reference_like_policy(suppress):
                 super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         finally:
             args.use_vllm = use_vllm
@@ -186,33 +188,6 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         }
         self._reward_watch = NonFiniteWatch(self.reward_funcs, args.reward_nonfinite_patience)
         self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
-
-    def _start_vllm(self, model, args: QwenGRPOConfig, suppress: list[int], kwargs: dict):
-        """Start (or reach) vLLM before the data checks, which must hold every row to its limits."""
-        from .rollout import VLLMRollout, check_media_limits, media_counts
-
-        datasets = {"train": kwargs.get("train_dataset"), "eval": kwargs.get("eval_dataset")}
-        rollout = VLLMRollout(
-            model.config._name_or_path, model.config.model_type, model.dtype, args, suppress,
-            media_counts(datasets.values()),
-        )  # fmt: skip
-        for split, dataset in datasets.items():
-            if dataset is not None:
-                check_media_limits(dataset, rollout.limits, split)
-        return rollout
-
-    def _prompt_limit(self, args: QwenGRPOConfig) -> PromptLimit | None:
-        """Prompt tokens a row may have, and what sets it: `max_prompt_tokens`, or what vLLM's context leaves."""
-        limits = [] if args.max_prompt_tokens is None else [PromptLimit(args.max_prompt_tokens)]
-        if self._rollout is not None:
-            context, completion = self._rollout.max_model_len, args.max_completion_length
-            limits.append(
-                PromptLimit(
-                    context - completion, f"vLLM's max_model_len {context} minus max_completion_length {completion}"
-                )
-            )
-            logger.info("vLLM: prompts are limited to %s", limits[-1])
-        return min(limits, key=lambda limit: limit.tokens, default=None)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         guard = self._guards["train" if self.model.training else "eval"]
@@ -271,7 +246,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
             yield
             return
         model = self.accelerator.unwrap_model(self.model)
-        model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        model = without_peft(model)
 
         def prepare(model_kwargs: dict[str, Any]) -> dict[str, Any]:
             with self.accelerator.autocast():
@@ -301,7 +276,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         """The batch's rows, their distinct media encoded once, for the vLLM rollout (`VLLMRollout.__call__`)."""
         rows = self._scoped().media
         model = self.accelerator.unwrap_model(self.model)
-        model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        model = without_peft(model)
         with torch.no_grad(), self.accelerator.autocast():
             self._encode(self._generation_vision, model, rows, every_kind=True)
         return rows, self._generation_vision
@@ -378,7 +353,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         if self._sync_vision and not self._reuse_vision:
             # Encoded inside the forward, where every rank makes its tower calls in one order (models/sync.py).
             inputs = media_model_inputs(self.processing_class, rows, device, pixels=False)
-            base = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+            base = without_peft(unwrapped)
             inputs["mm_encoder_outputs"] = DeferredEncoding(vision, base, rows, device)
             return inputs
         with self.accelerator.autocast():
@@ -396,35 +371,3 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
                 yield
         else:
             yield
-
-
-@contextmanager
-def _reference_like_policy(suppress: list[int]) -> Iterator[None]:
-    """TRL builds the reference model (a full copy, when β > 0 without PEFT) and shards it inside its `__init__`;
-    it must score the same restricted distribution, with the same positions, as the policy."""
-    import trl.trainer.grpo_trainer as grpo
-
-    build = grpo.create_model_from_path
-
-    def build_reference(*args, **kwargs):
-        model = build(*args, **kwargs)
-        suppress_in_head(model, suppress)
-        fix_rope_index(model)
-        return model
-
-    grpo.create_model_from_path = build_reference
-    try:
-        yield
-    finally:
-        grpo.create_model_from_path = build
-
-
-def _check_coordinates(reward_funcs: list, model_type: str) -> None:
-    """A reward that parses boxes or points in the other convention than the model answers in scores ~0 silently."""
-    expected = coordinate_convention(model_type)
-    for reward in reward_funcs:
-        if (coords := getattr(reward, "coords", None)) not in (None, expected):
-            logger.warning(
-                "%s reads %s coordinates, but %s models answer in %s ones (set coords=%r unless you prompt for %s)",
-                getattr(reward, "__name__", type(reward).__name__), coords, model_type, expected, expected, coords,
-            )  # fmt: skip

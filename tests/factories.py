@@ -11,13 +11,10 @@ from helpers import length_reward
 from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer
 
 
-def make_trainer(
-    model_path, rows, tmp_path, reward_funcs=length_reward, *, eval_rows=None, peft_config=None, **overrides: Any
-) -> QwenGRPOTrainer:
-    """A trainer for 2 steps on `rows` (two completions each), small media budgets, exact float32 on CPU."""
+def tiny_args(output_dir, **overrides: Any) -> QwenGRPOConfig:
+    """2 steps, two completions per prompt, small media budgets, exact float32 on CPU."""
     args = {
-        "output_dir": str(tmp_path / "out"),
-        "per_device_train_batch_size": 2 * len(rows),
+        "output_dir": str(output_dir),
         "num_generations": 2,
         "max_completion_length": 6,
         "max_steps": 2,
@@ -32,10 +29,17 @@ def make_trainer(
         "seed": 0,
         **overrides,
     }
+    return QwenGRPOConfig(**args)
+
+
+def make_trainer(
+    model_path, rows, tmp_path, reward_funcs=length_reward, *, eval_rows=None, peft_config=None, **overrides: Any
+) -> QwenGRPOTrainer:
+    """A trainer (`tiny_args`) on `rows`, every row's two completions in one batch."""
     return QwenGRPOTrainer(
         model=str(model_path),
         reward_funcs=reward_funcs,
-        args=QwenGRPOConfig(**args),
+        args=tiny_args(tmp_path / "out", **{"per_device_train_batch_size": 2 * len(rows), **overrides}),
         train_dataset=Dataset.from_list(rows),
         eval_dataset=None if eval_rows is None else Dataset.from_list(eval_rows),
         peft_config=peft_config,

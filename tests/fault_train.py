@@ -38,10 +38,19 @@ def main() -> None:
 
         TrainerState.save_to_json = save_or_die
     args = QwenGRPOConfig(
-        output_dir=cli.out, max_steps=cli.max_steps, save_strategy="steps", save_steps=1, seed=0,
-        per_device_train_batch_size=2, num_generations=2, max_completion_length=4, report_to="none", use_cpu=True,
-        bf16=False, max_pixels=3136,
-    )  # fmt: skip
+        output_dir=cli.out,
+        max_steps=cli.max_steps,
+        save_strategy="steps",
+        save_steps=1,
+        seed=0,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=4,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        max_pixels=3136,
+    )
     rows = Dataset.from_list(rows_for("image", Path(cli.media)))
     trainer = QwenGRPOTrainer(cli.model, length_reward, args=args, train_dataset=rows)
     try:

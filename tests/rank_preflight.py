@@ -24,9 +24,15 @@ def main() -> None:
         parser.add_argument(f"--{name}", required=True)
     cli = parser.parse_args()
     args = QwenGRPOConfig(
-        output_dir=cli.out, use_cpu=True, bf16=False, report_to="none", on_error="skip", num_generations=2,
-        per_device_train_batch_size=2, max_pixels=3136,
-    )  # fmt: skip
+        output_dir=cli.out,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        on_error="skip",
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_pixels=3136,
+    )
     rank = args.process_index  # the distributed state, started as the training arguments start it (on CPU)
     os.chdir(cli.media if rank == 0 else cli.elsewhere)
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "colour?"}]}]

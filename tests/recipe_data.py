@@ -37,16 +37,25 @@ def image_reasoning(tmp: Path, media: Path) -> list[str]:
     # hiyouga/geometry3k's layout: a list of embedded images, a problem with an <image> tag, a LaTeX answer.
     pictures = [PILImage.new("RGB", (56, 56), c) for c in ("red", "blue", "green")]
     features = Features({"images": List(Image()), "problem": Value("string"), "answer": Value("string")})
-    split = {"images": [[p] for p in pictures], "problem": ["<image>Find x.", "<image>Find y.", "<image>Area?"],
-             "answer": ["3", "\\frac{1}{2}", "2\\sqrt{3}"]}  # fmt: skip
+    split = {
+        "images": [[p] for p in pictures],
+        "problem": ["<image>Find x.", "<image>Find y.", "<image>Area?"],
+        "answer": ["3", "\\frac{1}{2}", "2\\sqrt{3}"],
+    }
     path = tmp / "geometry3k"
     DatasetDict({s: Dataset.from_dict(split, features=features) for s in ("train", "validation")}).save_to_disk(path)
     return [f"dataset.train={path}", f"dataset.eval={path}"]
 
 
 def grounding(tmp: Path, media: Path) -> list[str]:
-    rows = [{"messages": [{"role": "user", "content": f"<image>the {c} square"}], "images": [f"{c}.png"],
-             "boxes": [16.0, 12.0, 48.0, 36.0]} for c in ("red", "green", "blue")]  # fmt: skip
+    rows = [
+        {
+            "messages": [{"role": "user", "content": f"<image>the {c} square"}],
+            "images": [f"{c}.png"],
+            "boxes": [16.0, 12.0, 48.0, 36.0],
+        }
+        for c in ("red", "green", "blue")
+    ]
     data = write_jsonl(tmp / "refcoco.jsonl", rows)
     return [f"dataset.train={data}", f"dataset.eval={data}", f"dataset.media_root={media}"]
 
@@ -54,13 +63,21 @@ def grounding(tmp: Path, media: Path) -> list[str]:
 def video_qa_rows() -> list[dict]:
     """Video-R1's rows: conversations, a video, meta frame budgets, the gold in <answer> tags."""
     return [
-        {"id": i, "video": video, "meta": {"frame_cnts": [10, 10], "min_frames": 4, "max_frames": 8,
-                                           "dynamic_sample": True},
-         "conversations": [{"from": "human", "value": "<video>\nWhich way does the dot move? Output the thinking "
-                            "process in <think> </think> and final answer in <answer> </answer> tags."},
-                           {"from": "gpt", "value": f"<answer>(1) {way}</answer>"}]}
+        {
+            "id": i,
+            "video": video,
+            "meta": {"frame_cnts": [10, 10], "min_frames": 4, "max_frames": 8, "dynamic_sample": True},
+            "conversations": [
+                {
+                    "from": "human",
+                    "value": "<video>\nWhich way does the dot move? Output the thinking "
+                    "process in <think> </think> and final answer in <answer> </answer> tags.",
+                },
+                {"from": "gpt", "value": f"<answer>(1) {way}</answer>"},
+            ],
+        }
         for i, (video, way) in enumerate([("right.mp4", "right"), ("left.mp4", "left")])
-    ]  # fmt: skip
+    ]
 
 
 def video_qa(tmp: Path, media: Path) -> list[str]:
@@ -95,10 +112,15 @@ def group_qc_stage_b(tmp: Path, media: Path) -> list[str]:
         for mission in ("挡风板安装检查", "BBU接地线检查"):
             photos = [{"key": f"图片_{k}", "file": "red.png", "summary": f"照片 {k}: 机柜 挡风板"} for k in (1, 2)]
             records = [
-                {"mission": mission, "group_id": g, "label": "通过" if i % 2 else "不通过", "image_root": str(media),
-                 "images": photos}
+                {
+                    "mission": mission,
+                    "group_id": g,
+                    "label": "通过" if i % 2 else "不通过",
+                    "image_root": str(media),
+                    "images": photos,
+                }
                 for i, g in enumerate(groups)
-            ]  # fmt: skip
+            ]
             files[split].append(write_jsonl(tmp / f"{split}_{mission}.jsonl", records))
     return [f"dataset.train={json.dumps(files['train'])}", f"dataset.eval={json.dumps(files['eval'])}"]
 
@@ -106,8 +128,15 @@ def group_qc_stage_b(tmp: Path, media: Path) -> list[str]:
 def offline_rce_grpo(tmp: Path, media: Path) -> list[str]:
     colours = ["red", "green", "blue"]
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the square?"}]}]
-    rows = [{"prompt": prompt, "image": str(media / f"{c}.png"), "completions": colours,
-             "scores": [float(a == c) for a in colours]} for c in colours]  # fmt: skip
+    rows = [
+        {
+            "prompt": prompt,
+            "image": str(media / f"{c}.png"),
+            "completions": colours,
+            "scores": [float(a == c) for a in colours],
+        }
+        for c in colours
+    ]
     return [
         f"dataset.train={write_jsonl(tmp / 'train.jsonl', rows)}",
         f"dataset.eval={write_jsonl(tmp / 'eval.jsonl', rows[:2])}",
@@ -127,8 +156,19 @@ def demo(tmp: Path, media: Path) -> list[str]:
     return []  # the demo generates its own data under output_dir
 
 
-DATA = {f.__name__: f for f in (image_reasoning, grounding, video_qa, segmentation_points, group_qc_stage_b,
-                                  offline_rce_grpo, offline_pointer_beams, demo)}  # fmt: skip
+DATA = {
+    f.__name__: f
+    for f in (
+        image_reasoning,
+        grounding,
+        video_qa,
+        segmentation_points,
+        group_qc_stage_b,
+        offline_rce_grpo,
+        offline_pointer_beams,
+        demo,
+    )
+}
 DATA |= {"video_qa_vllm_colocate": video_qa, "video_qa_vllm_server": video_qa}  # video QA with vLLM rollouts
 
 

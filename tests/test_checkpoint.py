@@ -33,14 +33,26 @@ def complete(path: Path) -> bool:
 @pytest.mark.slow
 def test_killed_save_leaves_nothing_resume_would_pick(tiny_models, media_dir, tmp_path, caplog):
     out = tmp_path / "out"
-    proc = subprocess.run(child(tiny_models["qwen2_vl"], media_dir, out, "--kill-at-save", "2"), env=ENV,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        child(tiny_models["qwen2_vl"], media_dir, out, "--kill-at-save", "2"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert complete(out / "checkpoint-1") and not (out / "checkpoint-2").exists()
 
     caplog.set_level(logging.INFO, logger="qwengrpo.models.checkpoint")
-    trainer = make_trainer(tiny_models["qwen2_vl"], rows_for("image", media_dir), tmp_path, max_steps=3,
-                           save_strategy="steps", save_steps=1, resume_from_checkpoint=True)  # fmt: skip
+    trainer = make_trainer(
+        tiny_models["qwen2_vl"],
+        rows_for("image", media_dir),
+        tmp_path,
+        max_steps=3,
+        save_strategy="steps",
+        save_steps=1,
+        resume_from_checkpoint=True,
+    )
     assert trainer.args.resume_from_checkpoint == str(out / "checkpoint-1")
     assert f"resuming from {out / 'checkpoint-1'}, the newest complete checkpoint" in caplog.text
     trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
@@ -83,8 +95,13 @@ def test_full_disk_is_reported_and_leaves_no_checkpoint(tiny_models, media_dir, 
     out.mkdir()
     run = " ".join(f"'{a}'" for a in child(model, media_dir, out, "--max-steps", "2"))
     script = f"mount -t tmpfs -o size={size} tmpfs '{out}' && {run}; echo rc=$?; ls -A '{out}'"
-    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], env=ENV,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     (error,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert error.startswith(f"error: disk full while saving checkpoint-1 under {out}: "), proc.stderr[-3000:]
     assert " MiB free of " in error and "the partial checkpoint-1 was removed" in error

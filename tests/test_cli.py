@@ -78,8 +78,12 @@ def test_tiny_models_are_accepted_wherever_a_model_is(tmp_path, media_dir, capsy
     assert model.config.model_type == "qwen2_vl" and processor.tokenizer.padding_side == "left"
     rows = [{"prompt": [{"role": "user", "content": "hi"}], "solution": "x"}] * 2
     args = QwenGRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2, report_to=[])
-    trainer = QwenGRPOTrainer("tiny:qwen2_vl", lambda completions, **_: [0.0] * len(completions), args=args,
-                              train_dataset=Dataset.from_list(rows))  # fmt: skip
+    trainer = QwenGRPOTrainer(
+        "tiny:qwen2_vl",
+        lambda completions, **_: [0.0] * len(completions),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+    )
     assert trainer.model.config.model_type == "qwen2_vl"
     data = write_jsonl(tmp_path / "rows.jsonl", [conv("<image>colour?", str(media_dir / "red.png"))])
     assert cli(["validate", data, "--model", "tiny:qwen2_vl"]) == 0
@@ -164,8 +168,9 @@ def test_format_flag_is_used_for_data_files(tmp_path, media_dir, capsys):
 def test_hf_format_reads_parquet_and_csv_files(tmp_path, media_dir, suffix):
     from qwengrpo.data import load_dataset
 
-    table = Dataset.from_dict({"img": ["red.png", "blue.png"], "problem": ["<image>colour?", "<image>colour?"],
-                               "answer": ["red", "blue"]})  # fmt: skip
+    table = Dataset.from_dict(
+        {"img": ["red.png", "blue.png"], "problem": ["<image>colour?", "<image>colour?"], "answer": ["red", "blue"]}
+    )
     path = str(tmp_path / f"data{suffix}")
     table.to_parquet(path) if suffix == ".parquet" else table.to_csv(path, index=False)
     cfg = {
@@ -267,10 +272,21 @@ def test_saved_models_keep_the_kv_cache_on(tmp_path):
     from qwengrpo.inference import load_checkpoint
 
     rows = [{"prompt": [{"role": "user", "content": "hi"}], "solution": "x"}] * 2
-    args = QwenGRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2, max_steps=1,
-                          max_completion_length=2, report_to=[], save_steps=1)  # fmt: skip
-    trainer = QwenGRPOTrainer("tiny:qwen2_5_vl", lambda completions, **_: [0.0] * len(completions), args=args,
-                              train_dataset=Dataset.from_list(rows))  # fmt: skip
+    args = QwenGRPOConfig(
+        output_dir=str(tmp_path),
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_steps=1,
+        max_completion_length=2,
+        report_to=[],
+        save_steps=1,
+    )
+    trainer = QwenGRPOTrainer(
+        "tiny:qwen2_5_vl",
+        lambda completions, **_: [0.0] * len(completions),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+    )
     trainer.train()
     trainer.save_model()
     assert trainer.model.config.use_cache is False  # training forwards still run without it
@@ -288,15 +304,20 @@ def test_saved_models_keep_the_kv_cache_on(tmp_path):
 def test_a_media_column_missing_from_the_dataset_is_named(tmp_path, media_dir):
     from qwengrpo import QwenGRPOTrainer
 
-    video_row = {"prompt": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "?"}]}],
-                 "video": str(media_dir / "right.mp4")}  # fmt: skip
-    image_row = {"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}],
-                 "image": str(media_dir / "red.png")}  # fmt: skip
+    video_row = {
+        "prompt": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "?"}]}],
+        "video": str(media_dir / "right.mp4"),
+    }
+    image_row = {
+        "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}],
+        "image": str(media_dir / "red.png"),
+    }
     dataset = Dataset.from_list([video_row, image_row])  # takes its columns from the first row: no "image"
     args = QwenGRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2, report_to=[])
     with pytest.raises(ValueError, match=r"no 'image' or 'images' column.*Dataset\.from_list"):
-        QwenGRPOTrainer("tiny:qwen2_5_vl", lambda completions, **_: [0.0] * len(completions), args=args,
-                        train_dataset=dataset)  # fmt: skip
+        QwenGRPOTrainer(
+            "tiny:qwen2_5_vl", lambda completions, **_: [0.0] * len(completions), args=args, train_dataset=dataset
+        )
 
 
 def test_training_prints_no_checkpointing_deprecation_and_names_the_wandb_folder(tmp_path, caplog, monkeypatch):
@@ -314,8 +335,11 @@ def test_training_prints_no_checkpointing_deprecation_and_names_the_wandb_folder
 def test_an_unknown_meta_key_is_a_row_error(tmp_path, media_dir):
     from qwengrpo.data import load_dataset
 
-    row = {"conversations": [{"from": "human", "value": "<video>?"}], "video": str(media_dir / "right.mp4"),
-           "meta": {"max_frames": 4, "max_frame": 8}}  # fmt: skip
+    row = {
+        "conversations": [{"from": "human", "value": "<video>?"}],
+        "video": str(media_dir / "right.mp4"),
+        "meta": {"max_frames": 4, "max_frame": 8},
+    }
     train, _ = load_dataset({"format": "conversations", "train": write_jsonl(tmp_path / "v.jsonl", [row])})
     assert train[0]["_error"].startswith("bad_meta: meta has unknown key(s) ['max_frame']")
 

@@ -33,20 +33,33 @@ def media(tmp_path):
 def test_conversations_rows(tmp_path, media, processor):
     rows = [
         conv(
-            "<video>\n这个人接下来做什么？", "<answer>(1) 拿起 (2) 放下</answer>", id=0, video="clip one.mp4",
-            meta={"frame_cnts": [15, 11], "min_frames": 4, "max_frames": 8, "dynamic_sample": True}, source="assy07",
+            "<video>\n这个人接下来做什么？",
+            "<answer>(1) 拿起 (2) 放下</answer>",
+            id=0,
+            video="clip one.mp4",
+            meta={"frame_cnts": [15, 11], "min_frames": 4, "max_frames": 8, "dynamic_sample": True},
+            source="assy07",
         ),
-        {"id": 1, "image": ["photo 1.png", "photo 2.png"], "conversations": [
-            {"from": "system", "value": "你是质检员。"},
-            {"from": "human", "value": "<image> 和 <image> 一样吗？"},
-            {"from": "gpt", "value": "不一样"},
-            {"from": "human", "value": "为什么？"},
-            {"from": "gpt", "value": "颜色不同"},
-        ]},
-    ]  # fmt: skip
+        {
+            "id": 1,
+            "image": ["photo 1.png", "photo 2.png"],
+            "conversations": [
+                {"from": "system", "value": "你是质检员。"},
+                {"from": "human", "value": "<image> 和 <image> 一样吗？"},
+                {"from": "gpt", "value": "不一样"},
+                {"from": "human", "value": "为什么？"},
+                {"from": "gpt", "value": "颜色不同"},
+            ],
+        },
+    ]
     path = write_jsonl(tmp_path / "train data.jsonl", rows)
-    cfg = {"format": "conversations", "train": str(path), "media_root": str(media),
-           "system_prompt": "Be brief.", "prompt_template": "{question}\nAnswer in <answer></answer>."}  # fmt: skip
+    cfg = {
+        "format": "conversations",
+        "train": str(path),
+        "media_root": str(media),
+        "system_prompt": "Be brief.",
+        "prompt_template": "{question}\nAnswer in <answer></answer>.",
+    }
     train, eval_ = load_dataset(cfg)
     assert eval_ is None
     first, second = train[0], train[1]
@@ -74,16 +87,24 @@ def test_conversations_rows(tmp_path, media, processor):
         (None, [{"path": "a"}]),  # no meta: the global budget
         ({"min_frames": 4, "max_frames": 8}, [{"path": "a", "min_frames": 4, "max_frames": 8}]),
         ({"max_frames": 6, "dynamic_sample": False}, [{"path": "a", "min_frames": 6, "max_frames": 6}]),
-        ({"frame_cnts": [3], "min_frames": 4, "max_frames": 8, "dynamic_sample": True},  # short clip: raised to min
-         [{"path": "a", "min_frames": 4, "max_frames": 4}]),
-        ({"frame_cnts": [5, 1], "max_frames": 16, "dynamic_sample": True},  # segments of one clip are summed
-         [{"path": "a", "min_frames": 6, "max_frames": 6}]),
-        ({"frame_cnts": 40, "max_frames": 16, "dynamic_sample": True},
-         [{"path": "a", "min_frames": 16, "max_frames": 16}]),
-        ({"frame_cnts": [30], "min_frames": 2, "dynamic_sample": True},
-         [{"path": "a", "min_frames": 30, "max_frames": 30}]),
+        (
+            {"frame_cnts": [3], "min_frames": 4, "max_frames": 8, "dynamic_sample": True},  # short clip: raised to min
+            [{"path": "a", "min_frames": 4, "max_frames": 4}],
+        ),
+        (
+            {"frame_cnts": [5, 1], "max_frames": 16, "dynamic_sample": True},  # segments of one clip are summed
+            [{"path": "a", "min_frames": 6, "max_frames": 6}],
+        ),
+        (
+            {"frame_cnts": 40, "max_frames": 16, "dynamic_sample": True},
+            [{"path": "a", "min_frames": 16, "max_frames": 16}],
+        ),
+        (
+            {"frame_cnts": [30], "min_frames": 2, "dynamic_sample": True},
+            [{"path": "a", "min_frames": 30, "max_frames": 30}],
+        ),
     ],
-)  # fmt: skip
+)
 def test_meta_becomes_video_budgets(meta, expected):
     assert video_budgets(["a"], meta) == expected
 
@@ -105,18 +126,34 @@ def test_bad_meta_is_a_named_error(meta, message):
 
 def test_messages_rows(tmp_path, media):
     rows = [
-        {"messages": [{"role": "user", "content": "<image>图里是什么颜色？"},
-                      {"role": "assistant", "content": "红色"}],
-         "images": ["photo 1.png"], "difficulty": 2, "options": ["红", "蓝"]},
-        {"messages": [{"role": "user", "content": [
-            {"type": "video", "video": "clip one.mp4", "max_frames": 4},
-            {"type": "text", "text": "Which way?"},
-            {"type": "image"},
-        ]}], "images": ["photo 2.png"], "solution": "left"},
+        {
+            "messages": [
+                {"role": "user", "content": "<image>图里是什么颜色？"},
+                {"role": "assistant", "content": "红色"},
+            ],
+            "images": ["photo 1.png"],
+            "difficulty": 2,
+            "options": ["红", "蓝"],
+        },
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "video", "video": "clip one.mp4", "max_frames": 4},
+                        {"type": "text", "text": "Which way?"},
+                        {"type": "image"},
+                    ],
+                }
+            ],
+            "images": ["photo 2.png"],
+            "solution": "left",
+        },
         {"messages": [{"role": "user", "content": "No tags here"}], "images": ["photo 1.png", "photo 2.png"]},
-    ]  # fmt: skip
-    train, _ = load_dataset({"format": "messages", "train": str(write_jsonl(tmp_path / "m.jsonl", rows)),
-                             "media_root": str(media)})  # fmt: skip
+    ]
+    train, _ = load_dataset(
+        {"format": "messages", "train": str(write_jsonl(tmp_path / "m.jsonl", rows)), "media_root": str(media)}
+    )
     first, second, third = train[0], train[1], train[2]
     assert _text(first["prompt"][0]["content"]) == "<image>图里是什么颜色？"
     assert first["solution"] == "红色" and first["difficulty"] == 2 and first["options"] == ["红", "蓝"]
@@ -137,8 +174,12 @@ def test_hf_rows_with_embedded_images(tmp_path, processor):
         {"picture": [str(p) for p in images], "q": ["什么颜色？", "What colour?"], "a": ["红", "green"], "k": [1, 2]}
     ).cast_column("picture", datasets.Image())
     source.save_to_disk(tmp_path / "hf set")
-    cfg = {"format": "hf", "train": str(tmp_path / "hf set"), "columns": {"image": "picture", "question": "q",
-           "answer": "a"}, "prompt_template": "{question} One word."}  # fmt: skip
+    cfg = {
+        "format": "hf",
+        "train": str(tmp_path / "hf set"),
+        "columns": {"image": "picture", "question": "q", "answer": "a"},
+        "prompt_template": "{question} One word.",
+    }
     train, _ = load_dataset(cfg)
     assert isinstance(train.features["image"], datasets.Image) and train[0]["image"].size == (64, 48)
     assert _text(train[0]["prompt"][0]["content"]) == "<image>什么颜色？ One word."
@@ -152,8 +193,14 @@ def test_hf_rows_with_path_column(tmp_path, media):
     rows = {"file": ["photo 1.png"], "question": ["Q"], "answer": [["a", "b"]]}
     source = datasets.DatasetDict({"validation": datasets.Dataset.from_dict(rows)})
     source.save_to_disk(tmp_path / "dd")
-    cfg = {"format": "hf", "train": str(tmp_path / "dd"), "train_split": "validation", "media_root": str(media),
-           "columns": {"image": "file"}, "answer_column": "gold"}  # fmt: skip
+    cfg = {
+        "format": "hf",
+        "train": str(tmp_path / "dd"),
+        "train_split": "validation",
+        "media_root": str(media),
+        "columns": {"image": "file"},
+        "answer_column": "gold",
+    }
     train, _ = load_dataset(cfg)
     assert train[0]["image"] == str(media / "photo 1.png") and "file" not in train.column_names
     assert train[0]["gold"] == ["a", "b"]
@@ -163,8 +210,10 @@ def test_hf_rows_with_path_column(tmp_path, media):
 
 def test_frames_rows(tmp_path):
     write_frames(tmp_path / "clips" / "clip a", count=12)
-    rows = [{"frames": "clips/clip a", "question": "Brighter or darker?", "answer": "brighter"},
-            {"frames": "clips/clip a", "question": "<video> 变亮了吗？", "answer": "是", "fps": 4}]  # fmt: skip
+    rows = [
+        {"frames": "clips/clip a", "question": "Brighter or darker?", "answer": "brighter"},
+        {"frames": "clips/clip a", "question": "<video> 变亮了吗？", "answer": "是", "fps": 4},
+    ]
     path = write_jsonl(tmp_path / "frames.jsonl", rows)
     train, _ = load_dataset({"format": "frames", "train": str(path), "frames_fps": 2.0})
     folder = str(tmp_path / "clips" / "clip a")
@@ -179,11 +228,21 @@ def test_frames_rows(tmp_path):
 
 
 def test_rows_format_resolves_media_paths(tmp_path, media):
-    rows = [{"prompt": [{"role": "user", "content": [{"type": "video", "video": "clip one.mp4"},
-                                                      {"type": "text", "text": "?"}]}], "answer": "x"},
-            {"prompt": [{"role": "user", "content": "What?"}], "image": "photo 1.png"}]  # fmt: skip
-    train, _ = load_dataset({"format": "rows", "train": str(write_jsonl(tmp_path / "r.jsonl", rows)),
-                             "media_root": str(media)})  # fmt: skip
+    rows = [
+        {
+            "prompt": [
+                {
+                    "role": "user",
+                    "content": [{"type": "video", "video": "clip one.mp4"}, {"type": "text", "text": "?"}],
+                }
+            ],
+            "answer": "x",
+        },
+        {"prompt": [{"role": "user", "content": "What?"}], "image": "photo 1.png"},
+    ]
+    train, _ = load_dataset(
+        {"format": "rows", "train": str(write_jsonl(tmp_path / "r.jsonl", rows)), "media_root": str(media)}
+    )
     assert train[0]["prompt"][0]["content"][0]["video"] == str(media / "clip one.mp4")
     assert train[1]["image"] == str(media / "photo 1.png")
 

@@ -34,11 +34,25 @@ def tiny_qwen25(tiny_models) -> Path:
 
 def launch(config: str, out: Path, model: Path, media: Path, sets: list[str]) -> subprocess.CompletedProcess:
     cmd = [
-        str(ACCELERATE), "launch", "--config_file", str(ROOT / "recipes" / "accelerate" / config),
-        "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "0",
-        str(ROOT / "tests" / "dist_train.py"), "--model", str(model), "--media", str(media), "--out", str(out),
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(ROOT / "recipes" / "accelerate" / config),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        "0",
+        str(ROOT / "tests" / "dist_train.py"),
+        "--model",
+        str(model),
+        "--media",
+        str(media),
+        "--out",
+        str(out),
         *[a for s in sets for a in ("--set", s)],
-    ]  # fmt: skip
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
     if config != "fsdp.yaml":
         env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU variants, even on a machine with GPUs
@@ -64,16 +78,21 @@ CASES = [
     # Frozen tower and aligner: generation's encoder outputs are reused by every pass, so no rank calls the tower
     # there (and none may run stand-ins), while sampling still calls it in step on every rank.
     pytest.param(
-        "zero3.yaml", ["ddp_backend=gloo", "ds3_gather_for_generation=false", "freeze_aligner=true"], "DEEPSPEED",
+        "zero3.yaml",
+        ["ddp_backend=gloo", "ds3_gather_for_generation=false", "freeze_aligner=true"],
+        "DEEPSPEED",
         id="zero3-frozen-reuse",
     ),
     # accelerate 1.15 turns FSDP on only for GPU-like device types (AcceleratorState.__init__): on CPU the
     # same config runs as MULTI_CPU (use_cpu) or as single-rank NO (gloo), never sharded. So it needs GPUs.
     pytest.param(
-        "fsdp.yaml", ["bf16=false"], "FSDP", id="fsdp",
+        "fsdp.yaml",
+        ["bf16=false"],
+        "FSDP",
+        id="fsdp",
         marks=pytest.mark.skipif(not two_gpus(), reason="accelerate runs FSDP only on GPUs; this needs two"),
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("config", "sets", "distributed_type"), CASES)

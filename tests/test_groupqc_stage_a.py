@@ -58,12 +58,18 @@ def test_shipped_missions_cover_the_four_group_qc_missions():
 
 def test_mission_typos_are_named(tmp_path):
     bad = tmp_path / "m.yaml"
-    bad.write_text("missions:\n  M:\n    stage_a_prompt: 描述{missoin}\n    inspection_points: [a]\n"
-                   "    stage_b_system: s\n    stage_b_user: '{images}'\n", encoding="utf-8")  # fmt: skip
+    bad.write_text(
+        "missions:\n  M:\n    stage_a_prompt: 描述{missoin}\n    inspection_points: [a]\n"
+        "    stage_b_system: s\n    stage_b_user: '{images}'\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ValueError, match=r"mission 'M': stage_a_prompt uses unknown field\(s\) \['missoin'\]"):
         load_missions(bad)
-    bad.write_text("missions:\n  M:\n    stage_a_prompt: p\n    inspection_points: [a]\n"
-                   "    stage_b_system: s\n    stage_b_user: no photos here\n", encoding="utf-8")  # fmt: skip
+    bad.write_text(
+        "missions:\n  M:\n    stage_a_prompt: p\n    inspection_points: [a]\n"
+        "    stage_b_system: s\n    stage_b_user: no photos here\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ValueError, match=r"stage_b_user must use \['\{images\}'\]"):
         load_missions(bad)
 
@@ -86,8 +92,10 @@ def test_groups_by_file_name_and_by_folder(tmp_path):
 
 
 def test_labels_from_csv_and_jsonl(tmp_path):
-    (tmp_path / "l.jsonl").write_text('{"group_id": "g1", "label": "通过"}\n{"group_id": 7, "label": "不通过", '
-                                      f'"mission": "{GROUND}"}}\n', encoding="utf-8")  # fmt: skip
+    (tmp_path / "l.jsonl").write_text(
+        f'{{"group_id": "g1", "label": "通过"}}\n{{"group_id": 7, "label": "不通过", "mission": "{GROUND}"}}\n',
+        encoding="utf-8",
+    )
     assert read_labels(tmp_path / "l.jsonl") == {(None, "g1"): "通过", (GROUND, "7"): "不通过"}
     (tmp_path / "l.csv").write_text("group_id,label\ng1,pass\ng2,maybe\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"l\.csv:3: label must be one of \['通过', '不通过'\].*'maybe'"):
@@ -111,8 +119,10 @@ def test_stage_a_over_two_missions(stage_a_out, photos, tiny):
     assert a10["image_root"] == str((photos / BAFFLE).resolve()) and a10["mission"] == BAFFLE
     ground = records(stage_a_out / f"{GROUND}.jsonl")
     assert [(r["group_id"], r["label"], len(r["images"])) for r in ground] == [
-        ("G1", "通过", 3), ("G2", "不通过", 1), ("G3", None, 2)
-    ]  # fmt: skip
+        ("G1", "通过", 3),
+        ("G2", "不通过", 1),
+        ("G3", None, 2),
+    ]
 
     # 图片_i is the summary of the i-th photo: photos batched across groups match photos summarised alone.
     model, processor = load_checkpoint(tiny)
@@ -121,10 +131,15 @@ def test_stage_a_over_two_missions(stage_a_out, photos, tiny):
     prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     summaries = [e["summary"] for r in baffle for e in r["images"]]
     alone = [
-        generate(model, resolver, resolver.resolve([{"prompt": prompt, "images": [str(photos / BAFFLE / e["file"])]}]),
-                 max_new_tokens=6)[0].strip()
-        for r in baffle for e in r["images"]
-    ]  # fmt: skip
+        generate(
+            model,
+            resolver,
+            resolver.resolve([{"prompt": prompt, "images": [str(photos / BAFFLE / e["file"])]}]),
+            max_new_tokens=6,
+        )[0].strip()
+        for r in baffle
+        for e in r["images"]
+    ]
     assert summaries == alone and len(set(summaries)) > 1
 
     before = {p.name: p.read_bytes() for p in stage_a_out.iterdir()}
@@ -163,8 +178,10 @@ def test_partially_written_last_line_is_repaired(stage_a_out, photos, tiny, tmp_
     good = (stage_a_out / f"{GROUND}.jsonl").read_bytes()
     out = tmp_path / f"{GROUND}.jsonl"
     out.write_bytes(good[:-40])  # the last record cut mid-line, as a kill during the write leaves it
-    assert stage_a(tiny, tmp_path, "--images", str(photos), "--labels", str(photos / "labels.csv"),
-                   "--mission", GROUND) == 0  # fmt: skip
+    assert (
+        stage_a(tiny, tmp_path, "--images", str(photos), "--labels", str(photos / "labels.csv"), "--mission", GROUND)
+        == 0
+    )
     assert out.read_bytes() == good
     assert "repairing a partially written last line" in caplog.text
 
@@ -205,8 +222,15 @@ def test_unreadable_photo_names_group_and_file(tiny, tmp_path):
     model, processor = load_checkpoint(tiny)
     mission = load_missions(MISSIONS)[BAFFLE]
     with pytest.raises(GroupQCError, match=r"group 'U2', 图片_2 \(.*U2_2\.jpg\): cannot read image"):
-        run_stage_a(model, processor, mission, discover_groups(tmp_path / "photos"), tmp_path / "o.jsonl",
-                    max_new_tokens=2, budget=MediaBudget(max_pixels=3136))  # fmt: skip
+        run_stage_a(
+            model,
+            processor,
+            mission,
+            discover_groups(tmp_path / "photos"),
+            tmp_path / "o.jsonl",
+            max_new_tokens=2,
+            budget=MediaBudget(max_pixels=3136),
+        )
     assert [r["group_id"] for r in records(tmp_path / "o.jsonl")] == ["U1"]  # the groups before it are kept
 
 
@@ -217,9 +241,13 @@ def test_batched_generation_matches_rows_alone(family, tiny_models, tmp_path):
     resolver = MediaResolver(processor, MediaBudget(max_pixels=28 * 28 * 16))
     photos = [write_photo(tmp_path / f"{i}.jpg", seed) for i, seed in enumerate((0, 5, 11))]
     rows = [
-        {"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "检查 " * (1 + 4 * i)}]}],
-         "images": [str(p)]}
+        {
+            "prompt": [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "检查 " * (1 + 4 * i)}]}
+            ],
+            "images": [str(p)],
+        }
         for i, p in enumerate(photos)
-    ]  # fmt: skip
+    ]
     batched = generate(model, resolver, resolver.resolve(rows), max_new_tokens=5)
     assert batched == [generate(model, resolver, resolver.resolve([r]), max_new_tokens=5)[0] for r in rows]

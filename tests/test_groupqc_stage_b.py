@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from factories import tiny_args
 from groupqc_factory import BAFFLE, GROUND, MISSIONS, ROOT, seeing_model, stage_a, write_groups
 from helpers import length_reward
 from safetensors.torch import load_file
@@ -46,13 +47,8 @@ def dataset_cfg(files: dict, **extra) -> dict:
 
 
 def train_args(tmp_path: Path, **overrides) -> QwenGRPOConfig:
-    args = {
-        "output_dir": str(tmp_path), "per_device_train_batch_size": 4, "num_generations": 2,
-        "max_completion_length": 6, "max_steps": 2, "learning_rate": 0.05, "report_to": "none",
-        "save_strategy": "no", "use_cpu": True, "bf16": False, "max_pixels": 3136, "seed": 0, "lora_last_k": 1,
-        "freeze_aligner": True, "logging_steps": 1, **overrides,
-    }  # fmt: skip
-    return QwenGRPOConfig(**args)
+    settings = {"per_device_train_batch_size": 4, "max_pixels": 3136, "lora_last_k": 1, "freeze_aligner": True}
+    return tiny_args(tmp_path, **{**settings, "logging_steps": 1, **overrides})
 
 
 def test_adapter_rows_in_both_modes(stage_a_files):
@@ -93,8 +89,9 @@ def test_misaligned_or_unlabeled_record_names_group_and_file(stage_a_files, tiny
     dataset, _ = load_dataset({"format": "group_qc", "train": str(bad), "missions": str(MISSIONS)})
     with pytest.raises(ValidationError, match=r"bad\.jsonl:2\).*group 'B2': summaries are out of alignment: entry 1"):
         validate_dataset(dataset, AutoProcessor.from_pretrained(tiny), decode=False)
-    kept, report = validate_dataset(dataset, AutoProcessor.from_pretrained(tiny), decode=False, on_error="skip",
-                                    rejects=tmp_path / "rejects.jsonl")  # fmt: skip
+    kept, report = validate_dataset(
+        dataset, AutoProcessor.from_pretrained(tiny), decode=False, on_error="skip", rejects=tmp_path / "rejects.jsonl"
+    )
     assert len(kept) == 1 and dict(report.rejected) == {"misaligned": 1, "unlabeled": 1}
     assert "group 'B3' (挡风板安装检查) has no label" in (tmp_path / "rejects.jsonl").read_text(encoding="utf-8")
 
@@ -144,12 +141,22 @@ def test_stage_b_grpo_with_images_refed(stage_a_files, tiny, tmp_path):
 def test_recipe_runs_through_train_py(stage_a_files, tmp_path):
     recipe = "recipes/configs/group_qc_stage_b.yaml"
     sets = {
-        "output_dir": tmp_path, "dataset.train": json.dumps(stage_a_files["train"]),
-        "dataset.eval": json.dumps(stage_a_files["eval"]), "max_steps": 2, "lora_last_k": 1, "num_generations": 2,
-        "per_device_train_batch_size": 2, "per_device_eval_batch_size": 6, "max_completion_length": 4,
-        "eval_steps": 2, "save_steps": 2, "report_to": "[]", "model_name_or_path": "tiny:qwen2_5_vl",
-        "use_cpu": "true", "bf16": "false",
-    }  # fmt: skip
+        "output_dir": tmp_path,
+        "dataset.train": json.dumps(stage_a_files["train"]),
+        "dataset.eval": json.dumps(stage_a_files["eval"]),
+        "max_steps": 2,
+        "lora_last_k": 1,
+        "num_generations": 2,
+        "per_device_train_batch_size": 2,
+        "per_device_eval_batch_size": 6,
+        "max_completion_length": 4,
+        "eval_steps": 2,
+        "save_steps": 2,
+        "report_to": "[]",
+        "model_name_or_path": "tiny:qwen2_5_vl",
+        "use_cpu": "true",
+        "bf16": "false",
+    }
     cmd = [sys.executable, "recipes/train.py", "--config", recipe]
     for key, value in sets.items():
         cmd += ["--set", f"{key}={value}"]

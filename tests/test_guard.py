@@ -18,10 +18,20 @@ from qwengrpo import MediaError, QwenGRPOConfig, QwenGRPOTrainer
 from qwengrpo.data import load_dataset
 
 SETTINGS = {
-    "per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 4, "max_steps": 5,
-    "learning_rate": 0.05, "report_to": "none", "use_cpu": True, "bf16": False, "seed": 0, "logging_steps": 1,
-    "max_pixels": 3136, "video_max_pixels": 1568, "video_max_frames": 4,
-}  # fmt: skip
+    "per_device_train_batch_size": 2,
+    "num_generations": 2,
+    "max_completion_length": 4,
+    "max_steps": 5,
+    "learning_rate": 0.05,
+    "report_to": "none",
+    "use_cpu": True,
+    "bf16": False,
+    "seed": 0,
+    "logging_steps": 1,
+    "max_pixels": 3136,
+    "video_max_pixels": 1568,
+    "video_max_frames": 4,
+}
 
 
 @pytest.fixture

@@ -61,9 +61,16 @@ def test_learning_on_synthetic_groups(tmp_path):
 
 def test_rce_learning_rate_is_a_fraction_of_the_schedule(small_data, tmp_path):
     recipe = _recipe(
-        small_data, tmp_path, num_train_epochs=2, learning_rate=0.01, lr_scheduler_type="constant",
-        warmup_steps=0, rce_lr_fraction=0.1, save_strategy="no", eval_strategy="no",
-    )  # fmt: skip
+        small_data,
+        tmp_path,
+        num_train_epochs=2,
+        learning_rate=0.01,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        rce_lr_fraction=0.1,
+        save_strategy="no",
+        eval_strategy="no",
+    )
     trainer = train(recipe)
     logs = [log for log in trainer.state.log_history if "learning_rate" in log]
     # epoch 0 (2 steps) is RCE at 0.1 × 0.01, epoch 1 is GRPO at the full 0.01
@@ -75,8 +82,17 @@ def test_rce_learning_rate_is_a_fraction_of_the_schedule(small_data, tmp_path):
 def test_metrics_are_logged(full_run):
     trainer, _ = full_run
     grpo_logs = [log for log in trainer.state.log_history if log.get("stage") == 2.0]
-    for key in ("ppo_loss", "kl", "beta", "ratio_mean", "advantage_mean", "clip_fraction", "temperature",
-                "rank_accuracy", "expected_score"):  # fmt: skip
+    for key in (
+        "ppo_loss",
+        "kl",
+        "beta",
+        "ratio_mean",
+        "advantage_mean",
+        "clip_fraction",
+        "temperature",
+        "rank_accuracy",
+        "expected_score",
+    ):
         assert all(key in log for log in grpo_logs), key
     assert any("eval_kl" in log and "eval_rank_accuracy" in log for log in trainer.state.log_history)
 
@@ -127,8 +143,11 @@ def test_resume_continues_with_the_same_stage_tau_and_beta(full_run, tmp_path):
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert seen["step"] == 4
     assert {k: seen[k] for k in ("stage", "tau", "beta", "top_k")} == {
-        "stage": saved.stage, "tau": saved.tau, "beta": saved.beta, "top_k": saved.top_k,
-    }  # fmt: skip
+        "stage": saved.stage,
+        "tau": saved.tau,
+        "beta": saved.beta,
+        "top_k": saved.top_k,
+    }
 
     # The resumed steps are the uninterrupted run's steps 5 and 6.
     def steps(t):

@@ -197,11 +197,17 @@ def test_full_finetune_checkpoint_loads_back(tiny, images, tmp_path):
     # Qwen2.5-VL checkpoints store weights in the hub's key layout; loading must map them back, not skip them.
     rows = [_image_row(images[c], ["red", "blue"], [float(c == "red"), float(c == "blue")]) for c in ("red", "blue")]
     config = {
-        "trainer": "offline", "model_name_or_path": str(tiny),
+        "trainer": "offline",
+        "model_name_or_path": str(tiny),
         "dataset": {"format": "text", "train": _write_jsonl(tmp_path / "t.jsonl", rows)},
-        "output_dir": str(tmp_path / "run"), "num_train_epochs": 1, "per_device_train_batch_size": 1,
-        "learning_rate": 1e-2, "save_strategy": "epoch", "report_to": "none", "disable_tqdm": True,
-    }  # fmt: skip
+        "output_dir": str(tmp_path / "run"),
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 1,
+        "learning_rate": 1e-2,
+        "save_strategy": "epoch",
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
     trainer = train(recipe_from_dict(config))
     trained = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     checkpoint = tmp_path / "run" / "checkpoint-2"

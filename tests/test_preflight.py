@@ -230,12 +230,19 @@ def test_token_counts_use_trainings_chat_template_arguments(tiny_models, media_d
     _, report = validate_dataset(dataset, processor, decode=False)
     fits_without = report.longest_prompt + 10  # and not with the preamble's 40 more tokens
     args = QwenGRPOConfig(
-        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", num_generations=2,
-        per_device_train_batch_size=2, max_prompt_tokens=fits_without, chat_template_kwargs={"preamble": True},
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_prompt_tokens=fits_without,
+        chat_template_kwargs={"preamble": True},
+    )
     with pytest.raises(InputError, match=rf"over max_prompt_tokens={fits_without}"):
-        QwenGRPOTrainer(str(tiny_models["qwen2_5_vl"]), length_reward, args=args, train_dataset=dataset,
-                        processing_class=processor)  # fmt: skip
+        QwenGRPOTrainer(
+            str(tiny_models["qwen2_5_vl"]), length_reward, args=args, train_dataset=dataset, processing_class=processor
+        )
 
 
 def test_rows_never_name_a_python_object_to_import(tiny_models, media, tmp_path, monkeypatch):

@@ -27,9 +27,15 @@ def step_logs(trainer, steps: set[int]) -> list[dict]:
 def test_resumed_run_matches_uninterrupted_run(lora, tiny_models, media_dir, tmp_path):
     # 4 prompts x G=2, 2 prompts per step: 2 steps per epoch, so steps 3-4 depend on the restored shuffle.
     settings = {
-        "per_device_train_batch_size": 4, "max_steps": 4, "save_strategy": "steps", "save_steps": 2,
-        "logging_steps": 1, "beta": 0.1, "learning_rate": 0.01, "lora_last_k": 1 if lora else None,
-    }  # fmt: skip
+        "per_device_train_batch_size": 4,
+        "max_steps": 4,
+        "save_strategy": "steps",
+        "save_steps": 2,
+        "logging_steps": 1,
+        "beta": 0.1,
+        "learning_rate": 0.01,
+        "lora_last_k": 1 if lora else None,
+    }
     model, rows = tiny_models["qwen2_5_vl"], rows_for("video", media_dir)
     full_run = make_trainer(model, rows, tmp_path / "full", **settings)
     full_run.train()

@@ -37,9 +37,14 @@ def rows(media_dir):
 @pytest.mark.parametrize("patience", [1, 2])
 def test_all_nan_reward_stops_the_run(patience, tiny_models, media_dir, tmp_path):
     trainer = make_trainer(
-        tiny_models["qwen2_vl"], rows(media_dir), tmp_path, [length_reward, nan_reward], max_steps=4,
-        per_device_train_batch_size=4, reward_nonfinite_patience=patience,
-    )  # fmt: skip
+        tiny_models["qwen2_vl"],
+        rows(media_dir),
+        tmp_path,
+        [length_reward, nan_reward],
+        max_steps=4,
+        per_device_train_batch_size=4,
+        reward_nonfinite_patience=patience,
+    )
     with pytest.raises(RewardError, match=rf"reward 'nan_reward' gave no finite value .* in {patience} generation"):
         trainer.train()
     assert trainer.state.global_step == patience - 1  # the batch that tripped it was never trained on

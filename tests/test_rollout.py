@@ -73,8 +73,14 @@ def test_weight_groups_are_what_can_change(tiny_models):
 
 
 def test_sampling_settings_for_vllm():
-    args = QwenGRPOConfig(output_dir="x", temperature=0.7, top_p=0.9, max_completion_length=32, bf16=False,
-                          generation_kwargs={"suppress_tokens": [5], "min_new_tokens": 2, "seed": 3})  # fmt: skip
+    args = QwenGRPOConfig(
+        output_dir="x",
+        temperature=0.7,
+        top_p=0.9,
+        max_completion_length=32,
+        bf16=False,
+        generation_kwargs={"suppress_tokens": [5], "min_new_tokens": 2, "seed": 3},
+    )
     kwargs = sampling_kwargs(args, [1, 2, 5])
     assert kwargs["logit_bias"] == {1: -100.0, 2: -100.0, 5: -100.0}  # the head's suppressed set, not the raw list
     assert (kwargs["temperature"], kwargs["top_p"], kwargs["max_tokens"]) == (0.7, 0.9, 32)
@@ -108,8 +114,12 @@ def test_media_per_prompt_are_counted_from_placeholders(media_dir):
 def test_what_vllm_cannot_do_is_refused_before_it_starts(family, setting, message, tiny_models, media_dir, tmp_path):
     args = QwenGRPOConfig(output_dir=str(tmp_path), use_vllm=True, use_cpu=True, bf16=False, **setting)
     with pytest.raises(ValueError, match=message):
-        QwenGRPOTrainer(str(tiny_models[family]), length_reward, args=args,
-                        train_dataset=Dataset.from_list(rows_for("image", media_dir)))  # fmt: skip
+        QwenGRPOTrainer(
+            str(tiny_models[family]),
+            length_reward,
+            args=args,
+            train_dataset=Dataset.from_list(rows_for("image", media_dir)),
+        )
 
 
 def test_tools_with_vllm_are_refused(tiny_models, media_dir, tmp_path):
@@ -123,5 +133,10 @@ def test_tools_with_vllm_are_refused(tiny_models, media_dir, tmp_path):
 
     args = QwenGRPOConfig(output_dir=str(tmp_path), use_vllm=True, use_cpu=True, bf16=False)
     with pytest.raises(ValueError, match="tool calls are not supported with use_vllm=True"):
-        QwenGRPOTrainer(str(tiny_models["qwen2_5_vl"]), length_reward, args=args, tools=[zoom],
-                        train_dataset=Dataset.from_list(rows_for("image", media_dir)))  # fmt: skip
+        QwenGRPOTrainer(
+            str(tiny_models["qwen2_5_vl"]),
+            length_reward,
+            args=args,
+            tools=[zoom],
+            train_dataset=Dataset.from_list(rows_for("image", media_dir)),
+        )

@@ -23,8 +23,16 @@ _spec.loader.exec_module(train)
 
 # No W&B, one step and one evaluation, tiny media and completions; everything else is the recipe's. (Each recipe
 # as written, with only its model and data swapped: test_recipes_as_written.py.)
-TINY = ["report_to=[]", "max_steps=1", "eval_steps=1", "logging_steps=1", "max_completion_length=8",
-        "max_pixels=3136", "video_max_pixels=1568", "video_max_frames=4"]  # fmt: skip
+TINY = [
+    "report_to=[]",
+    "max_steps=1",
+    "eval_steps=1",
+    "logging_steps=1",
+    "max_completion_length=8",
+    "max_pixels=3136",
+    "video_max_pixels=1568",
+    "video_max_frames=4",
+]
 
 
 def run_recipe(name: str, tmp_path: Path, *overrides: str):
@@ -47,10 +55,14 @@ def assert_rewards_logged(trainer, names: list[str]) -> dict:
 
 def test_image_reasoning(tmp_path, media_dir):
     trainer = run_recipe(
-        "image_reasoning", tmp_path, "model_name_or_path=tiny:qwen3_vl",
+        "image_reasoning",
+        tmp_path,
+        "model_name_or_path=tiny:qwen3_vl",
         *recipe_data.image_reasoning(tmp_path, media_dir),
-        "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
-    )  # fmt: skip
+        "num_generations=2",
+        "per_device_train_batch_size=2",
+        "per_device_eval_batch_size=2",
+    )
     prompt = trainer.eval_dataset[0]["prompt"][0]["content"]
     assert [p["type"] for p in prompt] == ["image", "text"] and "<answer> </answer>" in prompt[1]["text"]
     assert_rewards_logged(trainer, ["think_answer_format", "answer_accuracy_math"])
@@ -58,9 +70,14 @@ def test_image_reasoning(tmp_path, media_dir):
 
 def test_grounding(tmp_path, media_dir):
     trainer = run_recipe(
-        "grounding", tmp_path, "model_name_or_path=tiny:qwen2_5_vl", *recipe_data.grounding(tmp_path, media_dir),
-        "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
-    )  # fmt: skip
+        "grounding",
+        tmp_path,
+        "model_name_or_path=tiny:qwen2_5_vl",
+        *recipe_data.grounding(tmp_path, media_dir),
+        "num_generations=2",
+        "per_device_train_batch_size=2",
+        "per_device_eval_batch_size=2",
+    )
     assert trainer.eval_dataset[0]["boxes"] == [16.0, 12.0, 48.0, 36.0]
     assert_rewards_logged(trainer, ["think_answer_format", "box_iou"])
 
@@ -82,9 +99,12 @@ def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir, tiny_models
     suppress = [i for i in range(len(tokenizer)) if i not in keep]
     before = AutoModelForImageTextToText.from_pretrained(model_path).state_dict()
     trainer = run_recipe(
-        "video_qa", tmp_path, f"model_name_or_path={model_path}", *recipe_data.video_qa(tmp_path, media_dir),
+        "video_qa",
+        tmp_path,
+        f"model_name_or_path={model_path}",
+        *recipe_data.video_qa(tmp_path, media_dir),
         f"generation_kwargs={{suppress_tokens: {suppress}, min_new_tokens: 1}}",
-    )  # fmt: skip
+    )
     model = trainer.model
     assert model.is_gradient_checkpointing
     state = {name: value for name, value in model.state_dict().items() if not is_suppress_bias(name)}
@@ -100,9 +120,15 @@ def test_video_qa_in_the_source_systems_setting(tmp_path, media_dir, tiny_models
 def test_segmentation_points_with_sam2(tmp_path):
     data = recipe_data.segmentation_points(tmp_path, tmp_path)
     trainer = run_recipe(
-        "segmentation_points", tmp_path, "model_name_or_path=tiny:qwen2_5_vl", *data, "lora_last_k=1",
-        "num_generations=2", "per_device_train_batch_size=2", "per_device_eval_batch_size=2",
-    )  # fmt: skip
+        "segmentation_points",
+        tmp_path,
+        "model_name_or_path=tiny:qwen2_5_vl",
+        *data,
+        "lora_last_k=1",
+        "num_generations=2",
+        "per_device_train_batch_size=2",
+        "per_device_eval_batch_size=2",
+    )
     sam2_path = data[0].partition("=")[2]
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)  # adapters only, as in the gradient-fix system

@@ -122,9 +122,15 @@ def test_unreachable_wandb_server_warns_once_and_training_completes(
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     wandb.teardown()  # wandb reads its settings once per process: start from the environment above
     trainer = make_trainer(
-        tiny_models["qwen2_5_vl"], rows_for("video", media_dir), tmp_path, report_to="wandb", log_completions=True,
-        logging_steps=1, save_strategy="steps", save_steps=2,
-    )  # fmt: skip
+        tiny_models["qwen2_5_vl"],
+        rows_for("video", media_dir),
+        tmp_path,
+        report_to="wandb",
+        log_completions=True,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=2,
+    )
     with caplog.at_level(logging.WARNING, logger="qwengrpo.tracking"):
         trainer.train()
     trainer.save_model()
@@ -143,9 +149,14 @@ def test_wandb_run_closed_mid_training_does_not_stop_it(tiny_models, media_dir, 
         return length_reward(completions)
 
     trainer = make_trainer(
-        tiny_models["qwen2_vl"], rows_for("image", media_dir), tmp_path, closing_reward, report_to="wandb",
-        log_completions=True, logging_steps=1,
-    )  # fmt: skip
+        tiny_models["qwen2_vl"],
+        rows_for("image", media_dir),
+        tmp_path,
+        closing_reward,
+        report_to="wandb",
+        log_completions=True,
+        logging_steps=1,
+    )
     with caplog.at_level(logging.WARNING, logger="qwengrpo.tracking"):
         trainer.train()
     assert trainer.state.global_step == 2

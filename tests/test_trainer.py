@@ -43,9 +43,16 @@ def test_media_follow_rows_through_shuffle_split_and_accumulation(tiny_models, m
     # Rows with different media per row: a mis-sliced tensor fails the model's token/feature check.
     rows = rows_for("mixed", media_dir) * 4  # one generation batch: 5 rows x 4 micro-batches = 10 prompts x G=2
     trainer = make_trainer(
-        tiny_models["qwen2_5_vl"], rows, tmp_path, per_device_train_batch_size=5, gradient_accumulation_steps=2,
-        steps_per_generation=4, num_iterations=2, beta=0.1, max_steps=4,
-    )  # fmt: skip
+        tiny_models["qwen2_5_vl"],
+        rows,
+        tmp_path,
+        per_device_train_batch_size=5,
+        gradient_accumulation_steps=2,
+        steps_per_generation=4,
+        num_iterations=2,
+        beta=0.1,
+        max_steps=4,
+    )
     before = snapshot(trainer.model)
     trainer.train()
     assert trainer.state.global_step == 4

@@ -31,8 +31,12 @@ def test_missing_gold_column_fails_at_start(tiny_models, media_dir, tmp_path):
     args = QwenGRPOConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, num_generations=2)
     dataset = Dataset.from_list(rows_for("image", media_dir))
     with pytest.raises(ValueError, match=r"reward 'answer_accuracy_set_iou' needs dataset column 'solution'"):
-        QwenGRPOTrainer(str(tiny_models["qwen2_vl"]), [get_reward("answer_accuracy", mode="set_iou")], args=args,
-                        train_dataset=dataset)  # fmt: skip
+        QwenGRPOTrainer(
+            str(tiny_models["qwen2_vl"]),
+            [get_reward("answer_accuracy", mode="set_iou")],
+            args=args,
+            train_dataset=dataset,
+        )
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,16 @@ OVERRIDES = {
     "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
     "_compute_loss": ["self", "model", "inputs"],
     "_get_per_token_logps_and_entropies": [
-        "self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
         "compute_aux_loss",
     ],
-}  # fmt: skip
+}
 WORKAROUNDS = {
     "_get_train_sampler": ["self", "dataset"],
     "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
@@ -66,7 +72,7 @@ def test_log_completions_switch_and_logs():
 
 
 def test_reference_model_is_built_by_create_model_from_path():
-    # `qwengrpo.trainer._reference_like_policy` patches this module-level name while TRL builds its reference.
+    # `qwengrpo.models.suppress.reference_like_policy` patches this module-level name while TRL builds its reference.
     assert "create_model_from_path(" in inspect.getsource(GRPOTrainer.__init__)
     assert callable(grpo.create_model_from_path)
 

@@ -46,53 +46,142 @@ def case(name: str, bad: dict | bytes, reason: str, message: str, decode_only: b
 
 
 MATRIX = [
-    case("missing file", conv("<video>?", video="no such clip.mp4"), "missing_media",
-         r"video file not found: .*/my media/no such clip\.mp4"),
+    case(
+        "missing file",
+        conv("<video>?", video="no such clip.mp4"),
+        "missing_media",
+        r"video file not found: .*/my media/no such clip\.mp4",
+    ),
     case("missing image", conv("<image>?", image="gone.png"), "missing_media", r"image file not found: .*gone\.png"),
-    case("truncated video", conv("<video>?", video="truncated.mp4"), "corrupt_media",
-         r"cannot read video .*truncated\.mp4: ", decode_only=True),
-    case("corrupt video", conv("<video>?", video="garbage.mp4"), "corrupt_media",
-         r"cannot read video .*garbage\.mp4", decode_only=True),
+    case(
+        "truncated video",
+        conv("<video>?", video="truncated.mp4"),
+        "corrupt_media",
+        r"cannot read video .*truncated\.mp4: ",
+        decode_only=True,
+    ),
+    case(
+        "corrupt video",
+        conv("<video>?", video="garbage.mp4"),
+        "corrupt_media",
+        r"cannot read video .*garbage\.mp4",
+        decode_only=True,
+    ),
     # decord cannot even find the stream of a clip with no frames: a corrupt file, named as such.
-    case("zero-frame video", conv("<video>?", video="zero frames.mp4"), "corrupt_media",
-         r"cannot read video .*zero frames\.mp4", decode_only=True),
-    case("one-frame video", conv("<video>?", video="one frame.mp4"), "too_few_frames",
-         r"video .*one frame\.mp4 has 1 frame\(s\) at 4\.0 fps; at least 2 frames are needed", decode_only=True),
-    case("one-frame folder", conv("<video>?", video="frames one"), "too_few_frames",
-         r"video .*frames one has 1 frame\(s\)"),
-    case("empty frame folder", conv("<video>?", video="frames none"), "too_few_frames",
-         r"frame folder .*frames none has no \.jpg/.* files"),
-    case("30000x20 image", conv("<image>?", image="wide.png"), "bad_resolution",
-         r".*wide\.png: cannot fit 30000x20 into the pixel budget \[3136, 50176\]: "
-         r".*aspect ratio must be smaller than 200"),
+    case(
+        "zero-frame video",
+        conv("<video>?", video="zero frames.mp4"),
+        "corrupt_media",
+        r"cannot read video .*zero frames\.mp4",
+        decode_only=True,
+    ),
+    case(
+        "one-frame video",
+        conv("<video>?", video="one frame.mp4"),
+        "too_few_frames",
+        r"video .*one frame\.mp4 has 1 frame\(s\) at 4\.0 fps; at least 2 frames are needed",
+        decode_only=True,
+    ),
+    case(
+        "one-frame folder",
+        conv("<video>?", video="frames one"),
+        "too_few_frames",
+        r"video .*frames one has 1 frame\(s\)",
+    ),
+    case(
+        "empty frame folder",
+        conv("<video>?", video="frames none"),
+        "too_few_frames",
+        r"frame folder .*frames none has no \.jpg/.* files",
+    ),
+    case(
+        "30000x20 image",
+        conv("<image>?", image="wide.png"),
+        "bad_resolution",
+        r".*wide\.png: cannot fit 30000x20 into the pixel budget \[3136, 50176\]: "
+        r".*aspect ratio must be smaller than 200",
+    ),
     case("corrupt image", conv("<image>?", image="corrupt.png"), "corrupt_media", r"cannot read image .*corrupt\.png"),
-    case("wrong type: path", conv("<video>?", video=5), "wrong_type",
-         r"'video' entry must be a non-empty path string, got int"),
-    case("wrong type: turns", {"conversations": "hello"}, "wrong_type",
-         r"'conversations' must be a non-empty list of turns, got str"),
-    case("wrong type: turn", {"conversations": [{"from": "bot", "value": 1}]}, "wrong_type",
-         r"conversations\[0\] must be \{'from': 'human'\|'gpt'\|'system', 'value': str\}"),
-    case("missing answer", conv("<image>?", answer=None, image="photo.png"), "missing_answer",
-         r"answer column 'solution' is missing or empty \(needed by the config\)", required_columns=["solution"]),
-    case("too many placeholders", conv("<image> vs <image>?", image="photo.png"), "placeholder_mismatch",
-         r"the prompt has more image placeholders \(2\+\) than image media given \(1 in"),
-    case("placeholder of the other kind", conv("<video> what?", image="photo.png"), "placeholder_mismatch",
-         r"the prompt has more video placeholders \(1\+\) than video media given \(0 in"),
-    case("non-UTF-8 line", b'{"conversations": [{"from": "human", "value": "\xff\xfe"}]}', "not_utf8",
-         r"the line is not valid UTF-8 \(byte 0xff at column 48\)"),
-    case("bad JSON line", b'{"conversations": [{"from": "human", "value": "x"}', "bad_json",
-         r"invalid JSON at column 51: Expecting ',' delimiter"),
-    case("over-budget prompt", conv("<image>" + "tell me more " * 40, image="photo.png"), "over_budget",
-         r"prompt is (at least )?\d+ tokens \(\d+ (vision|image) \+ \d+ text\), over max_prompt_tokens=80; "
-         r".*never truncated", max_prompt_tokens=80),
-    case("duplicate id", conv("<image>again?", id=0, image="photo.png"), "duplicate_id",
-         r"id 0 repeats the id of row 0", duplicate_ids="error"),
-    case("bad meta", conv("<video>?", video="good clip.mp4", meta={"min_frames": 9, "max_frames": 3}), "bad_meta",
-         r"meta\.min_frames \(9\) is above meta\.max_frames \(3\)"),
-    case("unknown media option", {"messages": [{"role": "user", "content": "<video>?"}],
-                                  "videos": [{"path": "good clip.mp4", "frames_per_second": 2}]}, "wrong_type",
-         r"unknown video option\(s\) \['frames_per_second'\]"),
-]  # fmt: skip
+    case(
+        "wrong type: path",
+        conv("<video>?", video=5),
+        "wrong_type",
+        r"'video' entry must be a non-empty path string, got int",
+    ),
+    case(
+        "wrong type: turns",
+        {"conversations": "hello"},
+        "wrong_type",
+        r"'conversations' must be a non-empty list of turns, got str",
+    ),
+    case(
+        "wrong type: turn",
+        {"conversations": [{"from": "bot", "value": 1}]},
+        "wrong_type",
+        r"conversations\[0\] must be \{'from': 'human'\|'gpt'\|'system', 'value': str\}",
+    ),
+    case(
+        "missing answer",
+        conv("<image>?", answer=None, image="photo.png"),
+        "missing_answer",
+        r"answer column 'solution' is missing or empty \(needed by the config\)",
+        required_columns=["solution"],
+    ),
+    case(
+        "too many placeholders",
+        conv("<image> vs <image>?", image="photo.png"),
+        "placeholder_mismatch",
+        r"the prompt has more image placeholders \(2\+\) than image media given \(1 in",
+    ),
+    case(
+        "placeholder of the other kind",
+        conv("<video> what?", image="photo.png"),
+        "placeholder_mismatch",
+        r"the prompt has more video placeholders \(1\+\) than video media given \(0 in",
+    ),
+    case(
+        "non-UTF-8 line",
+        b'{"conversations": [{"from": "human", "value": "\xff\xfe"}]}',
+        "not_utf8",
+        r"the line is not valid UTF-8 \(byte 0xff at column 48\)",
+    ),
+    case(
+        "bad JSON line",
+        b'{"conversations": [{"from": "human", "value": "x"}',
+        "bad_json",
+        r"invalid JSON at column 51: Expecting ',' delimiter",
+    ),
+    case(
+        "over-budget prompt",
+        conv("<image>" + "tell me more " * 40, image="photo.png"),
+        "over_budget",
+        r"prompt is (at least )?\d+ tokens \(\d+ (vision|image) \+ \d+ text\), over max_prompt_tokens=80; "
+        r".*never truncated",
+        max_prompt_tokens=80,
+    ),
+    case(
+        "duplicate id",
+        conv("<image>again?", id=0, image="photo.png"),
+        "duplicate_id",
+        r"id 0 repeats the id of row 0",
+        duplicate_ids="error",
+    ),
+    case(
+        "bad meta",
+        conv("<video>?", video="good clip.mp4", meta={"min_frames": 9, "max_frames": 3}),
+        "bad_meta",
+        r"meta\.min_frames \(9\) is above meta\.max_frames \(3\)",
+    ),
+    case(
+        "unknown media option",
+        {
+            "messages": [{"role": "user", "content": "<video>?"}],
+            "videos": [{"path": "good clip.mp4", "frames_per_second": 2}],
+        },
+        "wrong_type",
+        r"unknown video option\(s\) \['frames_per_second'\]",
+    ),
+]
 
 
 def _is_messages(bad) -> bool:
@@ -104,8 +193,20 @@ def _cases_file(tmp_path, bad) -> str:
     if isinstance(bad, bytes):
         return str(write_jsonl(path, [GOOD], raw_lines={1: bad}))
     if _is_messages(bad):  # the messages adapter reads the conversations row too, so one file serves both
-        return str(write_jsonl(path, [{"id": 0, "messages": [{"role": "user", "content": "<image>?"}],
-                                       "images": ["photo.png"], "solution": "x"}, bad]))  # fmt: skip
+        return str(
+            write_jsonl(
+                path,
+                [
+                    {
+                        "id": 0,
+                        "messages": [{"role": "user", "content": "<image>?"}],
+                        "images": ["photo.png"],
+                        "solution": "x",
+                    },
+                    bad,
+                ],
+            )
+        )
     return str(write_jsonl(path, [GOOD, bad]))
 
 
@@ -250,12 +351,14 @@ def test_cli_validate_recipe(tmp_path, media, capsys, tiny_models):
         "dataset": {"format": "conversations", "train": str(train), "eval": str(val), "media_root": str(media)},
         "on_error": "skip",
         "rejects_path": str(tmp_path / "out" / "rejects.jsonl"),
-        "rewards": [{"name": "think_answer_format", "weight": 0.3},
-                    {"name": "answer_accuracy", "mode": "set_iou", "weight": 0.7}],
+        "rewards": [
+            {"name": "think_answer_format", "weight": 0.3},
+            {"name": "answer_accuracy", "mode": "set_iou", "weight": 0.7},
+        ],
         "max_prompt_tokens": 64,
         "video_max_frames": 4,
         "bf16": True,  # a GPU setting: on a machine without one the CPU and float32 are picked instead
-    }  # fmt: skip
+    }
     config = tmp_path / "task.yaml"
     config.write_text(yaml.safe_dump(recipe, allow_unicode=True))
     assert main(["validate", str(config), "--model", str(tiny_models["qwen2_5_vl"])]) == 0
@@ -272,8 +375,10 @@ def test_cli_validate_recipe(tmp_path, media, capsys, tiny_models):
     ("message", "reason"),
     [
         ("row 3: cannot read video /data/placeholder.mp4: x", "corrupt_media"),  # a path must not decide it
-        ("row 1: 2 image(s) given (a, b) but the prompt has 1 image placeholder(s) to match them",
-         "placeholder_mismatch"),
+        (
+            "row 1: 2 image(s) given (a, b) but the prompt has 1 image placeholder(s) to match them",
+            "placeholder_mismatch",
+        ),
         ("row 2: media columns are set but the prompt has no user message", "placeholder_mismatch"),
         ("row 0: a video given as a dict needs a 'path' key, got keys ['fps']", "wrong_type"),
         ("row 0: a image entry is empty (None)", "wrong_type"),
@@ -281,6 +386,6 @@ def test_cli_validate_recipe(tmp_path, media, capsys, tiny_models):
         ("row 0: frames of <4 frames: a.png, ...> differ in size: [(1, 1), (2, 2)]", "corrupt_media"),
         ("row 0: something new the media layer says", "media_error"),
     ],
-)  # fmt: skip
+)
 def test_media_messages_map_to_reasons(message, reason):
     assert reason_of(message) == reason

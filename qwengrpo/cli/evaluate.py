@@ -24,17 +24,25 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_arguments(parser)
-    parser.add_argument("--checkpoint", help="model folder, merged model, LoRA adapter folder or tiny:<family> "
-                        "(default: the recipe's output_dir, i.e. the final model)")  # fmt: skip
     parser.add_argument(
-        "--checkpoint-choice", choices=("final", "best"), default="final",
+        "--checkpoint",
+        help="model folder, merged model, LoRA adapter folder or tiny:<family> "
+        "(default: the recipe's output_dir, i.e. the final model)",
+    )
+    parser.add_argument(
+        "--checkpoint-choice",
+        choices=("final", "best"),
+        default="final",
         help="offline runs: the final model (default) or the checkpoint the run recorded as best (lowest eval KL)",
-    )  # fmt: skip
+    )
     parser.add_argument("--base", help="base model for a LoRA adapter (default: the one the adapter records)")
     parser.add_argument(
-        "--reward", action="append", default=[], metavar="SPEC",
+        "--reward",
+        action="append",
+        default=[],
+        metavar="SPEC",
         help="reward name or YAML mapping ('{name: answer_accuracy, mode: choice}'); default: the recipe's",
-    )  # fmt: skip
+    )
     parser.add_argument("--group-by", default="mission", help="column to break the metrics down by (default: mission)")
     parser.add_argument("--label-column", default="label", help="verdict label column (default: label)")
     parser.add_argument("--report", help="JSON report path (default: next to the checkpoint, see above)")
@@ -86,19 +94,34 @@ def _grpo(recipe, checkpoint: str, args: argparse.Namespace, is_recipe: bool, re
     budget = MediaBudget.from_args(config)
     try:
         dataset, checks = validate_dataset(
-            dataset, processor, budget, reward_funcs=rewards, max_prompt_tokens=config.max_prompt_tokens,
-            decode=False, on_error="skip", rejects=rejects, duplicate_ids=config.duplicate_ids, name="eval",
-        )  # fmt: skip
+            dataset,
+            processor,
+            budget,
+            reward_funcs=rewards,
+            max_prompt_tokens=config.max_prompt_tokens,
+            decode=False,
+            on_error="skip",
+            rejects=rejects,
+            duplicate_ids=config.duplicate_ids,
+            name="eval",
+        )
     except ValidationError as exc:
         raise ValueError(f"eval: {exc.reason}: {exc}") from exc
     if checks.n_rejected:
         logger.warning("%d row(s) left out, listed in %s:\n%s", checks.n_rejected, rejects, checks.render())
     metrics = [VerdictMetrics(args.label_column)] if args.label_column in dataset.column_names else []
     report = evaluate(
-        model, processor, dataset, rewards, budget=budget, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, max_prompt_tokens=config.max_prompt_tokens,
-        group_by=args.group_by or None, metrics=metrics,
-    )  # fmt: skip
+        model,
+        processor,
+        dataset,
+        rewards,
+        budget=budget,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        max_prompt_tokens=config.max_prompt_tokens,
+        group_by=args.group_by or None,
+        metrics=metrics,
+    )
     print(format_tables(report, metrics))
     return {"base": args.base, "left_out": checks.n_rejected, **report}
 

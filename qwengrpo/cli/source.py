@@ -28,9 +28,12 @@ _HF_SUFFIXES = (".parquet", ".csv", ".arrow")
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe value: max_steps=10, dataset.train=a.jsonl, rewards.0.weight=0.5 (repeatable)",
-    )  # fmt: skip
+    )
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,9 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", help="folder with one sub-folder of photos per mission, named by the mission")
     parser.add_argument("--out", required=True, help="output folder: one <mission>.jsonl per mission")
     parser.add_argument(
-        "--mission", action="append", default=[], metavar="NAME[=FOLDER]",
+        "--mission",
+        action="append",
+        default=[],
+        metavar="NAME[=FOLDER]",
         help="mission to run (repeatable; default: every mission with a folder under --images)",
-    )  # fmt: skip
+    )
     parser.add_argument("--missions", help="missions YAML (default: the four BBU / air-baffle missions shipped)")
     parser.add_argument(
         "--group-by", choices=("filename", "folder"), default="filename", help="how photos form groups"
@@ -81,9 +84,15 @@ def run(args: argparse.Namespace) -> int:
             discover_groups(folder, args.group_by, args.group_pattern or DEFAULT_PATTERN), labels, name
         )
         result = run_stage_a(
-            model, processor, missions[name], groups, Path(args.out) / f"{name}.jsonl",
-            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, budget=budget,
-        )  # fmt: skip
+            model,
+            processor,
+            missions[name],
+            groups,
+            Path(args.out) / f"{name}.jsonl",
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            budget=budget,
+        )
         unlabeled = sum(g.label is None for g in groups)
         print(
             f"{name}: {result.written} written, {result.skipped} already done, {unlabeled} unlabeled → {result.path}"

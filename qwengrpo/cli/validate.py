@@ -55,10 +55,18 @@ def run(args: argparse.Namespace) -> int:
         required = [answer_column] if not rewards and answer_column in dataset.column_names else []
         try:
             _, report = validate_dataset(
-                dataset, processor, MediaBudget.from_args(config), reward_funcs=rewards, required_columns=required,
-                max_prompt_tokens=max_prompt_tokens, decode=not args.no_decode, on_error=on_error,
-                rejects=split_rejects_path(rejects, split), duplicate_ids=config.duplicate_ids, name=split,
-            )  # fmt: skip
+                dataset,
+                processor,
+                MediaBudget.from_args(config),
+                reward_funcs=rewards,
+                required_columns=required,
+                max_prompt_tokens=max_prompt_tokens,
+                decode=not args.no_decode,
+                on_error=on_error,
+                rejects=split_rejects_path(rejects, split),
+                duplicate_ids=config.duplicate_ids,
+                name=split,
+            )
         except ValidationError as exc:
             raise ValueError(f"{split}: {exc.reason}: {exc}") from exc
         print(report.render(tokens=recipe.model is not None))

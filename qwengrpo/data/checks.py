@@ -150,9 +150,12 @@ class RowChecker:
             else:
                 video, indices, width, height = timing
                 metadata = VideoMetadata(
-                    total_num_frames=video.frames, fps=video.fps, width=width, height=height,
+                    total_num_frames=video.frames,
+                    fps=video.fps,
+                    width=width,
+                    height=height,
                     frames_indices=list(indices),
-                )  # fmt: skip
+                )
                 inputs = {"video_grid_thw": torch.tensor([grid]), "video_metadata": [metadata]}
                 text = self.processor.replace_video_token(inputs, 0)
             self._replacements[key] = (tokens, text)

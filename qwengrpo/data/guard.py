@@ -79,8 +79,10 @@ class RowGuard:
             swaps[key] = self._replacement(resolver, row, key, step)
             logger.warning(
                 "%s; skipped (on_error: skip) and replaced in this batch by %s%s",
-                self.bad[key], row_name(swaps[key]), f"; recorded in {self.rejects}" if self.rejects else "",
-            )  # fmt: skip
+                self.bad[key],
+                row_name(swaps[key]),
+                f"; recorded in {self.rejects}" if self.rejects else "",
+            )
         return [swaps.get(row_key(row), row) for row in rows]
 
     def _check(self, resolver: MediaResolver, row: dict, key: str, step: int) -> bool:

@@ -38,8 +38,11 @@ def load_split(cfg: DatasetConfig, source: str | list[str], split: str = "train"
     if problems := Counter(e.partition(":")[0] for e in dataset["_error"][:] if e):
         logger.warning(
             "%s: %d of %d rows could not be converted (%s); validation reports each with its file and line",
-            source, sum(problems.values()), len(dataset), ", ".join(f"{r}: {n}" for r, n in problems.most_common()),
-        )  # fmt: skip
+            source,
+            sum(problems.values()),
+            len(dataset),
+            ", ".join(f"{r}: {n}" for r, n in problems.most_common()),
+        )
     return dataset
 
 
@@ -58,9 +61,13 @@ def _load_files(cfg: DatasetConfig, source: str | list[str]) -> Dataset:
     # One batch for the whole input, so each column's type is inferred from every row (not the first 1000);
     # a column whose rows disagree (an id that is an int here and a string there) becomes `Json` in `map`.
     return raw.map(
-        _adapt_files, batched=True, batch_size=None, remove_columns=raw.column_names, fn_kwargs={"cfg": cfg},
+        _adapt_files,
+        batched=True,
+        batch_size=None,
+        remove_columns=raw.column_names,
+        fn_kwargs={"cfg": cfg},
         desc=f"{cfg.format} rows",
-    )  # fmt: skip
+    )
 
 
 def _adapt(adapter: Any, row: Any, cfg: DatasetConfig, root: str) -> tuple[dict, str]:
@@ -156,9 +163,14 @@ def _load_hf(cfg: DatasetConfig, source: str | list[str], split: str) -> Dataset
             remove.append(image_col)
             del features[image_col]
     out = dataset.map(
-        _adapt_hf, batched=True, with_indices=True, features=features, remove_columns=remove,
-        fn_kwargs={"cfg": cfg, "root": root, "name": source, "outputs": outputs}, desc="hf rows",
-    )  # fmt: skip
+        _adapt_hf,
+        batched=True,
+        with_indices=True,
+        features=features,
+        remove_columns=remove,
+        fn_kwargs={"cfg": cfg, "root": root, "name": source, "outputs": outputs},
+        desc="hf rows",
+    )
     if embedded is not None:
         out = out.cast_column(image_col, image_feature(embedded, decode=True))
         target = "images" if isinstance(embedded, List) else "image"

@@ -93,12 +93,18 @@ def _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split, 
     checked = [i for i in range(len(dataset)) if i not in skipped]
     try:
         _, report = validate_dataset(
-            dataset.select(checked) if unread else dataset, processor, MediaBudget.from_args(args),
+            dataset.select(checked) if unread else dataset,
+            processor,
+            MediaBudget.from_args(args),
             reward_funcs=reward_funcs,
-            max_prompt_tokens=list(limits) or None, decode=args.validate_data == "decode",
-            on_error=args.on_error, rejects=rejects, duplicate_ids=args.duplicate_ids,
-            chat_template_kwargs=chat_template_kwargs, name=split,
-        )  # fmt: skip
+            max_prompt_tokens=list(limits) or None,
+            decode=args.validate_data == "decode",
+            on_error=args.on_error,
+            rejects=rejects,
+            duplicate_ids=args.duplicate_ids,
+            chat_template_kwargs=chat_template_kwargs,
+            name=split,
+        )
     except InputError as exc:  # every rank must raise it, not wait for a verdict that never comes
         return {"error": str(exc), "reason": getattr(exc, "reason", type(exc).__name__)}
     if carried:  # rows that failed while training stay recorded, so a resumed run replaces them unread

@@ -27,8 +27,14 @@ PANEL_WIDTH, PANEL_HEIGHT = 1280, 360
 TEXT_WIDTH, MARGIN, CAPTION = 470, 10, 18
 MAX_TILES = 32
 # Fonts with CJK glyphs first (Chinese prompts are common here); DejaVu ships almost everywhere.
-_FONTS = ("NotoSansCJK-Regular.ttc", "NotoSansSC-Regular.otf", "wqy-microhei.ttc", "wqy-zenhei.ttc",
-          "DroidSansFallbackFull.ttf", "DejaVuSans.ttf")  # fmt: skip
+_FONTS = (
+    "NotoSansCJK-Regular.ttc",
+    "NotoSansSC-Regular.otf",
+    "wqy-microhei.ttc",
+    "wqy-zenhei.ttc",
+    "DroidSansFallbackFull.ttf",
+    "DejaVuSans.ttf",
+)
 
 
 def preview_dataset(

@@ -52,8 +52,11 @@ def segmentation_row(row: dict, cfg: DatasetConfig, media_root: str) -> dict:
         size = _size(path, role)
         image_size = image_size or _size(image, "image")
         if size != image_size:
-            raise RowError("bad_resolution", f"{role} {path} is {size[0]}x{size[1]}, its image {image} is "
-                           f"{image_size[0]}x{image_size[1]}; masks must be in original-image pixels")  # fmt: skip
+            raise RowError(
+                "bad_resolution",
+                f"{role} {path} is {size[0]}x{size[1]}, its image {image} is "
+                f"{image_size[0]}x{image_size[1]}; masks must be in original-image pixels",
+            )
         out[role] = path
     prompt = with_system([message("user", apply_template(question, row, cfg))], cfg)
     consumed = {image_col, question_col, *(cfg.column(role) for role in MASK_COLUMNS)}

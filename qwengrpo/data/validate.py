@@ -91,8 +91,12 @@ def validate_dataset(
         first = next(iter(repeats))
         logger.warning(
             "%s: %d rows repeat an id of an earlier row (first: row %d repeats id %r of row %d)",
-            name, len(repeats), first, ids[first], repeats[first],
-        )  # fmt: skip
+            name,
+            len(repeats),
+            first,
+            ids[first],
+            repeats[first],
+        )
     needed = _needed_columns(reward_funcs, required_columns)
     limit = _tightest(max_prompt_tokens)
     resolver = MediaResolver(processor, budget or MediaBudget(), chat_template_kwargs=chat_template_kwargs)
@@ -141,16 +145,21 @@ def validate_dataset(
     if report.n_rejected:
         logger.warning(
             "%s: skipped %d of %d rows (%s); each is in %s",
-            name, report.n_rejected, report.rows, ", ".join(f"{r}: {n}" for r, n in report.rejected.most_common()),
+            name,
+            report.n_rejected,
+            report.rows,
+            ", ".join(f"{r}: {n}" for r, n in report.rejected.most_common()),
             rejects,
-        )  # fmt: skip
+        )
     if not report.kept_rows:
         reasons = ", ".join(f"{r}: {n}" for r, n in report.rejected.most_common()) or "it has no rows"
         where = f"; each is in {rejects}" if rejects is not None and report.n_rejected else ""
         raise ValidationError(
             f"{name}: no row is left to train on: all {report.rows} rows were rejected ({reasons}){where}",
-            row=None, file=None, reason="no_rows",
-        )  # fmt: skip
+            row=None,
+            file=None,
+            reason="no_rows",
+        )
     kept = report.kept_rows
     kept_dataset = dataset if len(kept) == len(dataset) else dataset.select(kept)
     return (kept_dataset.remove_columns("_error") if errors is not None else kept_dataset), report

@@ -81,8 +81,9 @@ def resume(path: str | Path) -> dict[str, dict]:
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
-        logger.warning("%s: repairing a partially written last line (%d bytes cut; its group is redone)",
-                       path, len(data) - end)  # fmt: skip
+        logger.warning(
+            "%s: repairing a partially written last line (%d bytes cut; its group is redone)", path, len(data) - end
+        )
         with open(path, "r+b") as f:
             f.truncate(end)
         data = data[:end]

@@ -51,8 +51,13 @@ def _record(mission: str, group: Group, summaries: list[str]) -> dict:
         {"key": image_key(i), "file": f, "summary": s.strip()}
         for i, (f, s) in enumerate(zip(files, summaries, strict=True), start=1)
     ]
-    record = {"mission": mission, "group_id": group.id, "label": group.label,
-              "image_root": str(group.root.resolve()), "images": images}  # fmt: skip
+    record = {
+        "mission": mission,
+        "group_id": group.id,
+        "label": group.label,
+        "image_root": str(group.root.resolve()),
+        "images": images,
+    }
     return check_record(record, mission)
 
 

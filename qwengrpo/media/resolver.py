@@ -208,9 +208,13 @@ class MediaResolver:
                 "(vision spans are never truncated)"
             )
         return RowMedia(
-            prompt, ids, template_ids, [p for p in processed if p.kind == "image"],
-            [p for p in processed if p.kind == "video"], [p.info for p in processed],
-        )  # fmt: skip
+            prompt,
+            ids,
+            template_ids,
+            [p for p in processed if p.kind == "image"],
+            [p for p in processed if p.kind == "video"],
+            [p.info for p in processed],
+        )
 
 
 def media_model_inputs(

@@ -39,9 +39,11 @@ class _Worker:
     def __init__(self) -> None:
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop) a file, not a pipe: nobody drains it
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(FILES)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-c", _BOOT, str(FILES)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=self.stderr,
-        )  # fmt: skip
+        )
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.inflight: deque[tuple[Any, dict]] = deque()
         self.head_started = time.monotonic()  # when the oldest job in flight became the one being worked on

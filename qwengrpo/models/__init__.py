@@ -8,6 +8,7 @@ from .families import (
     language_model,
     mm_token_type_ids,
     vision_tower,
+    without_peft,
 )
 from .freeze import apply_freezing, apply_last_k_lora, apply_tuning
 from .suppress import suppress_in_head, vision_token_ids
@@ -30,4 +31,5 @@ __all__ = [
     "vision_calls_skipped",
     "vision_token_ids",
     "vision_tower",
+    "without_peft",
 ]

@@ -124,9 +124,11 @@ def staged_save(trainer: Any, trial: Any) -> Iterator[None]:
         _publish(trainer, os.path.join(staging, name), final)
         shutil.rmtree(staging, ignore_errors=True)
         rotate_checkpoints(
-            output_dir=run_dir, save_total_limit=trainer.args.save_total_limit,
-            best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=True,
-        )  # fmt: skip
+            output_dir=run_dir,
+            save_total_limit=trainer.args.save_total_limit,
+            best_model_checkpoint=trainer.state.best_model_checkpoint,
+            use_mtime=True,
+        )
         logger.info("saved %s", final)
 
 

@@ -7,8 +7,12 @@ convention, not something a config records.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 # How each family was trained to write boxes and points (see the Qwen2/2.5/3-VL technical reports).
 _ABSOLUTE = {"qwen2_5_vl"}  # pixels on the resized image the model saw
@@ -47,14 +51,20 @@ def mm_token_type_ids(input_ids: torch.Tensor, config) -> torch.Tensor:
     return (input_ids == config.image_token_id).long() + 2 * (input_ids == config.video_token_id).long()
 
 
-def _inner(model: nn.Module) -> nn.Module:
+def without_peft(model: nn.Module) -> nn.Module:
+    """The transformers model itself: a PEFT wrapper's base model, or `model` when it has no wrapper."""
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def inner_model(model: nn.Module) -> nn.Module:
     """The `...Model` inside a `...ForConditionalGeneration`, through a PEFT wrapper if there is one."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.model
+    return without_peft(model).model
 
 
 def vision_tower(model: nn.Module) -> nn.Module:
-    return _inner(model).visual
+    return inner_model(model).visual
 
 
 def aligner_modules(model: nn.Module) -> list[nn.Module]:
@@ -68,7 +78,7 @@ def aligner_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def language_model(model: nn.Module) -> nn.Module:
-    return _inner(model).language_model
+    return inner_model(model).language_model
 
 
 def decoder_layer_names(model: nn.Module) -> list[str]:
@@ -76,3 +86,19 @@ def decoder_layer_names(model: nn.Module) -> list[str]:
     layers = language_model(model).layers
     prefix = next(name for name, module in model.named_modules() if module is layers)
     return [f"{prefix}.{i}" for i in range(len(layers))]
+
+
+def check_reward_coordinates(reward_funcs: list, model_type: str) -> None:
+    """A reward that parses boxes or points in the other convention than the model answers in scores ~0 silently."""
+    expected = coordinate_convention(model_type)
+    for reward in reward_funcs:
+        if (coords := getattr(reward, "coords", None)) not in (None, expected):
+            logger.warning(
+                "%s reads %s coordinates, but %s models answer in %s ones (set coords=%r unless you prompt for %s)",
+                getattr(reward, "__name__", type(reward).__name__),
+                coords,
+                model_type,
+                expected,
+                expected,
+                coords,
+            )

@@ -11,10 +11,13 @@ logits at `SUPPRESSED_LOGIT`, whose probability is exactly 0 in float32.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from .families import without_peft
 
 # exp(-1e4 - logsumexp) underflows to exactly 0.0 in float32, so the other tokens' log-probs are exact; unlike
 # -inf it keeps `p * log p` at 0 (entropy) and fits float16/bfloat16.
@@ -35,7 +38,7 @@ def suppress_in_head(model: nn.Module, token_ids: Iterable[int]) -> None:
     and never saved: checkpoints stay loadable by plain `from_pretrained` and by vLLM. Calling it again replaces
     the suppressed set.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = without_peft(model)
     head = base.get_output_embeddings()
     if head.bias is not None and not hasattr(head, "_qwengrpo_suppress"):
         raise ValueError("the output head already has a bias; qwengrpo cannot suppress tokens through it")
@@ -50,3 +53,26 @@ def suppress_in_head(model: nn.Module, token_ids: Iterable[int]) -> None:
 def is_suppress_bias(name: str) -> bool:
     """Whether a parameter name (of the model, through a PEFT wrapper) is the suppression bias."""
     return name.removeprefix("base_model.model.") == _BIAS_KEY
+
+
+@contextmanager
+def reference_like_policy(suppress: list[int]) -> Iterator[None]:
+    """While TRL's `GRPOTrainer.__init__` runs: the reference model it builds (a full copy, when β > 0 without PEFT)
+    scores the same restricted distribution, with the same positions, as the policy."""
+    import trl.trainer.grpo_trainer as grpo
+
+    from .._upstream import fix_rope_index
+
+    build = grpo.create_model_from_path
+
+    def build_reference(*args, **kwargs):
+        model = build(*args, **kwargs)
+        suppress_in_head(model, suppress)
+        fix_rope_index(model)
+        return model
+
+    grpo.create_model_from_path = build_reference
+    try:
+        yield
+    finally:
+        grpo.create_model_from_path = build

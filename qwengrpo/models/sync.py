@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .families import _inner
+from .families import inner_model, without_peft
 
 KINDS = (("pixel_values", "image"), ("pixel_values_videos", "video"))
 
@@ -127,11 +127,11 @@ def sync_vision_calls(model: nn.Module) -> None:
 
     For models wrapped by DeepSpeed or FSDP across several ranks; idempotent.
     """
-    inner = _inner(model)
+    inner = inner_model(model)
     if getattr(inner, "_qwengrpo_vision_sync", False):
         return
     inner._qwengrpo_missing, inner._qwengrpo_zero, inner._qwengrpo_skip = 0, None, False
-    top = model.get_base_model() if hasattr(model, "get_base_model") else model  # through a PEFT wrapper
+    top = without_peft(model)  # through a PEFT wrapper
     top.register_forward_pre_hook(partial(_pre_encoded, inner), with_kwargs=True)
     inner.register_forward_pre_hook(_count_missing, with_kwargs=True)
     inner.language_model.register_forward_pre_hook(partial(_add_missing_calls, inner), with_kwargs=True)
@@ -142,7 +142,7 @@ def sync_vision_calls(model: nn.Module) -> None:
 def vision_calls_skipped(model: nn.Module) -> Iterator[None]:
     """No stand-in tower calls while active: for forwards where *no* rank calls the tower, because every rank
     reuses encoder outputs computed earlier (a frozen tower). A no-op on a model without the hooks."""
-    inner = _inner(model)
+    inner = inner_model(model)
     if not getattr(inner, "_qwengrpo_vision_sync", False):
         yield
         return

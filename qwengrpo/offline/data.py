@@ -192,8 +192,12 @@ class BeamCollator:
         queries = [g.query for g in groups]
         # Ids and feature lists become a tensor; string ids stay a list, for the policy to look up.
         numeric = all(not isinstance(q, str) for q in queries)
-        return {**batch, "query": torch.tensor(queries) if numeric else queries, "candidates": candidates,
-                "lengths": lengths}  # fmt: skip
+        return {
+            **batch,
+            "query": torch.tensor(queries) if numeric else queries,
+            "candidates": candidates,
+            "lengths": lengths,
+        }
 
 
 class TextCollator:

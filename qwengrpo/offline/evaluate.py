@@ -46,8 +46,12 @@ def resolve_checkpoint(path: str | Path, choice: str = "final") -> Path:
     best = json.loads(record.read_text())["best"]
     if best is None:
         raise ValueError(f"{record}: no checkpoint qualified as best; evaluate the final model instead")
-    logger.info("evaluating the best checkpoint %s (eval KL %.4g, step %d)", best["checkpoint"], best["eval_kl"],
-                best["global_step"])  # fmt: skip
+    logger.info(
+        "evaluating the best checkpoint %s (eval KL %.4g, step %d)",
+        best["checkpoint"],
+        best["eval_kl"],
+        best["global_step"],
+    )
     return Path(best["checkpoint"])
 
 

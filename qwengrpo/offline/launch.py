@@ -52,9 +52,11 @@ def build_policy(recipe: Recipe) -> tuple[nn.Module, Any]:
     args = recipe.args
     model, processor = load_policy_model(recipe.model, args, **model_load_kwargs(args.model_init_kwargs))
     resolver = MediaResolver(
-        processor, MediaBudget.from_args(args), max_prompt_tokens=args.max_prompt_tokens,
+        processor,
+        MediaBudget.from_args(args),
+        max_prompt_tokens=args.max_prompt_tokens,
         cache_bytes=args.media_cache_mb * 2**20,
-    )  # fmt: skip
+    )
     return QwenVLPolicy(model, resolver), processor
 
 

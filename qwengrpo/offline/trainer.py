@@ -146,9 +146,13 @@ class OfflineGRPOTrainer(Trainer):
         """The current policy's candidate log-probs on `dataset`, gathered from all processes, in dataset order."""
         loader = self.get_eval_dataloader(dataset)
         return score_dataset(
-            self.model, loader, len(dataset), dataset.max_candidates, self._prepare_inputs,
+            self.model,
+            loader,
+            len(dataset),
+            dataset.max_candidates,
+            self._prepare_inputs,
             self.accelerator.gather_for_metrics,
-        )  # fmt: skip
+        )
 
     def start_policy_pass(self) -> None:
         """π_old (train) and the starting policy's validation log-probs, computed once before the first step."""

@@ -4,7 +4,7 @@ training process (colocate) or behind `qwengrpo vllm-serve` (server), and the we
 Sampling with transformers' `generate` stays in the trainer; this package is imported only when `use_vllm=True`.
 """
 
-from .backend import VLLMRollout, sampling_kwargs
+from .backend import VLLMRollout, sampling_kwargs, start_rollout
 from .preflight import check_media_limits, media_counts
 from .requests import RolloutRequest, build_requests, check_prompt_ids
 from .weights import PolicyWeights, hub_name
@@ -19,4 +19,5 @@ __all__ = [
     "hub_name",
     "media_counts",
     "sampling_kwargs",
+    "start_rollout",
 ]

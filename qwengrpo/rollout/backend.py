@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
 
-from ..media import RowMedia, VisionCache
+from ..media import PromptLimit, RowMedia, VisionCache
 from .engine import EngineConfig, Sampled, VLLMEngine, sampling_params
 from .requests import build_requests, check_prompt_ids
 from .weights import PolicyWeights
@@ -31,8 +31,15 @@ class VLLMRollout:
     """Started before the trainer (so its limits can be checked against every row before step 1), given the
     training model once TRL has wrapped it (`attach`)."""
 
-    def __init__(self, model_path: str, model_type: str, dtype: torch.dtype, args: Any, suppressed: list[int],
-                 max_media: dict[str, int]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model_path: str,
+        model_type: str,
+        dtype: torch.dtype,
+        args: Any,
+        suppressed: list[int],
+        max_media: dict[str, int],
+    ) -> None:
         from accelerate import PartialState
 
         self.state = PartialState()
@@ -48,15 +55,20 @@ class VLLMRollout:
                 )
             self.engine = VLLMEngine(
                 EngineConfig(
-                    model=model_path, model_type=model_type, dtype=str(dtype).removeprefix("torch."),
-                    max_model_len=args.vllm_max_model_length, gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+                    model=model_path,
+                    model_type=model_type,
+                    dtype=str(dtype).removeprefix("torch."),
+                    max_model_len=args.vllm_max_model_length,
+                    gpu_memory_utilization=args.vllm_gpu_memory_utilization,
                     max_num_seqs=args.per_device_train_batch_size * args.steps_per_generation,
-                    max_images=max(1, max_media.get("image", 0)), max_videos=max(1, max_media.get("video", 0)),
-                    seed=self.state.process_index, enforce_eager=self.state.device.type == "cpu",
+                    max_images=max(1, max_media.get("image", 0)),
+                    max_videos=max(1, max_media.get("video", 0)),
+                    seed=self.state.process_index,
+                    enforce_eager=self.state.device.type == "cpu",
                     model_impl=args.vllm_model_impl,
                 ),
                 in_process=True,
-            )  # fmt: skip
+            )
             info = self.engine.info()
             sampling_params(self.sampling)  # an unknown setting fails here, not at the first rollout
         elif self.mode == "server":
@@ -75,13 +87,25 @@ class VLLMRollout:
         self.max_model_len: int = info["max_model_len"]
         self.limits: dict[str, int | None] = info["limits"]
 
+    def prompt_limit(self, max_completion_length: int) -> PromptLimit:
+        """The prompt tokens vLLM's context leaves for a completion of `max_completion_length`."""
+        limit = PromptLimit(
+            self.max_model_len - max_completion_length,
+            f"vLLM's max_model_len {self.max_model_len} minus max_completion_length {max_completion_length}",
+        )
+        logger.info("vLLM: prompts are limited to %s", limit)
+        return limit
+
     def attach(self, model: torch.nn.Module) -> None:
         """The unwrapped training model (PEFT or not) whose changing weights follow it into vLLM."""
         self.weights = PolicyWeights(model)
         logger.info(
             "vLLM rollouts (%s): %d weight groups follow the policy (%d tensors), max_model_len %d",
-            self.mode, len(self.weights.groups), len(self.weights), self.max_model_len,
-        )  # fmt: skip
+            self.mode,
+            len(self.weights.groups),
+            len(self.weights),
+            self.max_model_len,
+        )
 
     def sync_weights(self) -> None:
         """Send the groups the optimizer can change; every rank takes part (ZeRO-3 gathers them)."""
@@ -120,6 +144,27 @@ class VLLMRollout:
         answer = _broadcast(answer)
         start = sum(counts[: self.state.process_index])
         return answer[start : start + len(requests)]
+
+
+def start_rollout(model: torch.nn.Module, args: Any, suppressed: list[int], trainer_kwargs: dict) -> VLLMRollout:
+    """Refuse what vLLM rollouts cannot do yet, start (or reach) vLLM, and hold every row to its media limits."""
+    from ..models.families import check_vllm_family
+    from .preflight import check_media_limits, media_counts
+
+    check_vllm_family(model.config.model_type)
+    if args.vllm_enable_sleep_mode:
+        raise ValueError("vllm_enable_sleep_mode is not supported by qwengrpo's vLLM rollouts yet")
+    if trainer_kwargs.get("tools"):
+        raise ValueError("tool calls are not supported with use_vllm=True yet; sample with generate instead")
+    datasets = {"train": trainer_kwargs.get("train_dataset"), "eval": trainer_kwargs.get("eval_dataset")}
+    config = model.config
+    rollout = VLLMRollout(
+        config._name_or_path, config.model_type, model.dtype, args, suppressed, media_counts(datasets.values())
+    )
+    for split, dataset in datasets.items():
+        if dataset is not None:
+            check_media_limits(dataset, rollout.limits, split)
+    return rollout
 
 
 def sampling_kwargs(args: Any, suppressed: list[int]) -> dict[str, Any]:

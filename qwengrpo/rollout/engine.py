@@ -92,12 +92,20 @@ class VLLMEngine:
         self.limits = {k: (v if keeps_tower else None) for k, v in limits.items()}  # None: no per-prompt limit
 
     def info(self) -> dict[str, Any]:
-        return {"model": self.config.model, "model_type": self.config.model_type, "max_model_len": self.max_model_len,
-                "limits": self.limits}  # fmt: skip
+        return {
+            "model": self.config.model,
+            "model_type": self.config.model_type,
+            "max_model_len": self.max_model_len,
+            "limits": self.limits,
+        }
 
     def generate(self, requests: list[RolloutRequest], sampling: dict[str, Any]) -> list[Sampled]:
-        prompts = [{"prompt_token_ids": r.prompt_ids, "multi_modal_data": r.media} if r.media
-                   else {"prompt_token_ids": r.prompt_ids} for r in requests]  # fmt: skip
+        prompts = [
+            {"prompt_token_ids": r.prompt_ids, "multi_modal_data": r.media}
+            if r.media
+            else {"prompt_token_ids": r.prompt_ids}
+            for r in requests
+        ]
         params = [sampling_params(sampling, r.n) for r in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [

@@ -44,12 +44,19 @@ def run(args: argparse.Namespace) -> int:
     model_type = AutoConfig.from_pretrained(args.model).model_type
     engine = VLLMEngine(
         EngineConfig(
-            model=args.model, model_type=model_type, dtype=args.dtype, max_model_len=args.max_model_len,
-            gpu_memory_utilization=args.gpu_memory_utilization, tensor_parallel_size=args.tensor_parallel_size,
-            max_images=args.max_images, max_videos=args.max_videos, seed=args.seed, enforce_eager=args.enforce_eager,
+            model=args.model,
+            model_type=model_type,
+            dtype=args.dtype,
+            max_model_len=args.max_model_len,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            tensor_parallel_size=args.tensor_parallel_size,
+            max_images=args.max_images,
+            max_videos=args.max_videos,
+            seed=args.seed,
+            enforce_eager=args.enforce_eager,
         ),
         in_process=False,
-    )  # fmt: skip
+    )
     server = ThreadingHTTPServer((args.host, args.port), _handler(engine))
     logger.info("vLLM server for %s listening on http://%s:%d", args.model, args.host, server.server_address[1])
     try:

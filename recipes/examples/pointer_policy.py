@@ -168,9 +168,12 @@ def main() -> None:
     final = trainer.evaluate()
     logger.info(
         "held-out rank accuracy %.3f -> %.3f (chance %.3f); best candidate's probability %.3f -> %.3f",
-        start["rank_accuracy"], final["eval_rank_accuracy"], 1 / 5,
-        start["best_candidate_prob"], final["eval_best_candidate_prob"],
-    )  # fmt: skip
+        start["rank_accuracy"],
+        final["eval_rank_accuracy"],
+        1 / 5,
+        start["best_candidate_prob"],
+        final["eval_best_candidate_prob"],
+    )
 
 
 if __name__ == "__main__":

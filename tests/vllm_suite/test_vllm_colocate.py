@@ -60,8 +60,11 @@ def vllm_vs(trainer, models: list, rows: list[dict]) -> list[float]:
         for row, completion, sampled in zip(media, completions, logprobs, strict=True):
             ids = torch.tensor([row.prompt_ids + completion])
             with torch.no_grad():
-                logits = model(input_ids=ids, mm_token_type_ids=mm_token_type_ids(ids, policy.config),
-                               **vision.model_inputs([row])).logits  # fmt: skip
+                logits = model(
+                    input_ids=ids,
+                    mm_token_type_ids=mm_token_type_ids(ids, policy.config),
+                    **vision.model_inputs([row]),
+                ).logits
             mine = logits[0, len(row.prompt_ids) - 1 : -1].log_softmax(-1)[range(len(completion)), completion]
             diffs.append((mine - torch.tensor(sampled)).abs().max().item())
         worst.append(max(diffs))
@@ -96,10 +99,19 @@ def test_generation_batches_iterations_and_eval(vllm_models, media_dir, tmp_path
     long = {"type": "video", "video": str(media_dir / "long.mp4"), "max_frames": 6, "fps": 1.0}  # per-row budget
     per_row = {"prompt": user(long, "how fast?"), "images": [], "videos": []}
     trainer = make_trainer(
-        vllm_models["qwen3_vl"], [*rows, per_row], tmp_path, eval_rows=rows[:2], **VLLM, steps_per_generation=2,
-        num_iterations=2, max_steps=8, per_device_train_batch_size=4, eval_strategy="steps", eval_steps=4,
+        vllm_models["qwen3_vl"],
+        [*rows, per_row],
+        tmp_path,
+        eval_rows=rows[:2],
+        **VLLM,
+        steps_per_generation=2,
+        num_iterations=2,
+        max_steps=8,
+        per_device_train_batch_size=4,
+        eval_strategy="steps",
+        eval_steps=4,
         per_device_eval_batch_size=4,
-    )  # fmt: skip
+    )
     trainer.train()
     diffs = sampling_diffs(trainer)
     assert len(diffs) == 2 and max(diffs) <= 1e-3, diffs  # one generation batch per 4 steps; the 2nd after a sync
@@ -134,9 +146,12 @@ def test_restricted_sampling_is_the_policy(vllm_models, media_dir, tmp_path):
     keep = {tokenizer.convert_tokens_to_ids(t) for t in ("red", "blue", "green")}
     suppress = [i for i in range(len(tokenizer)) if i not in keep]
     trainer = make_trainer(
-        vllm_models["qwen2_5_vl"], rows_for("image", media_dir), tmp_path, **VLLM,
+        vllm_models["qwen2_5_vl"],
+        rows_for("image", media_dir),
+        tmp_path,
+        **VLLM,
         generation_kwargs={"suppress_tokens": suppress},
-    )  # fmt: skip
+    )
     trainer.train()
     assert max(sampling_diffs(trainer)) <= 1e-3
     assert {h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h} == {6}

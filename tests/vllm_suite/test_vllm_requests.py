@@ -28,9 +28,12 @@ BUDGET = MediaBudget(max_pixels=28 * 28 * 4, video_max_pixels=28 * 28 * 2, video
 def rows(media_dir) -> list[dict]:
     long = str(media_dir / "long.mp4")  # 6 s: capped at 4 frames, so the sampled fps (and timing) drops to 2/3
     two_videos = {  # different frame counts per video: Qwen3-VL's timestamps are ragged
-        "prompt": user({"type": "video", "video": str(media_dir / "right.mp4")},
-                       {"type": "video", "video": long, "max_frames": 8}, "which is longer?"),
-    }  # fmt: skip
+        "prompt": user(
+            {"type": "video", "video": str(media_dir / "right.mp4")},
+            {"type": "video", "video": long, "max_frames": 8},
+            "which is longer?",
+        ),
+    }
     return [
         *rows_for("mixed", media_dir),
         rows_for("multi_image", media_dir)[0],
@@ -48,10 +51,17 @@ def family_setup(request, vllm_models):
     suppress_in_head(model, vision_token_ids(model.config))
     fix_rope_index(model)
     engine = VLLMEngine(
-        EngineConfig(model=path, model_type=family, dtype="float32", max_model_len=1024, enforce_eager=True,
-                     max_images=2, max_videos=2),
+        EngineConfig(
+            model=path,
+            model_type=family,
+            dtype="float32",
+            max_model_len=1024,
+            enforce_eager=True,
+            max_images=2,
+            max_videos=2,
+        ),
         in_process=True,
-    )  # fmt: skip
+    )
     yield family, model, AutoProcessor.from_pretrained(path), engine
     del engine
 

@@ -30,8 +30,20 @@ def free_port() -> int:
 
 def start_server(model: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    cmd = [str(QWENGRPO), "vllm-serve", "--model", str(model), "--port", str(port), "--dtype", "float32",
-           "--max-model-len", "512", "--enforce-eager", *extra]  # fmt: skip
+    cmd = [
+        str(QWENGRPO),
+        "vllm-serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "512",
+        "--enforce-eager",
+        *extra,
+    ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 240
@@ -63,8 +75,13 @@ def qwen3_server(vllm_models, tmp_path_factory):
 
 
 def server_args(port: int) -> dict:
-    return {"use_vllm": True, "vllm_mode": "server", "vllm_server_host": "127.0.0.1", "vllm_server_port": port,
-            "logging_steps": 1}  # fmt: skip
+    return {
+        "use_vllm": True,
+        "vllm_mode": "server",
+        "vllm_server_host": "127.0.0.1",
+        "vllm_server_port": port,
+        "logging_steps": 1,
+    }
 
 
 def test_server_trains_on_images_and_video(qwen3_server, vllm_models, media_dir, tmp_path):
@@ -85,8 +102,13 @@ def test_no_server_is_one_clear_error(vllm_models, media_dir, tmp_path):
     port = free_port()
     started = time.monotonic()
     with pytest.raises(ConnectionError, match=rf"no vLLM server answered at http://127.0.0.1:{port} within 2 s"):
-        make_trainer(vllm_models["qwen2_5_vl"], rows_for("image", media_dir), tmp_path, **server_args(port),
-                     vllm_server_timeout=2)  # fmt: skip
+        make_trainer(
+            vllm_models["qwen2_5_vl"],
+            rows_for("image", media_dir),
+            tmp_path,
+            **server_args(port),
+            vllm_server_timeout=2,
+        )
     assert time.monotonic() - started < 60
 
 
