@@ -84,8 +84,9 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
       a reward gives no finite value for `reward_nonfinite_patience` batches (TRL trains on with loss 0).
     - `_compute_loss`: opens the media scope of the training micro-batch (the `media` its inputs carry).
     - `_get_per_token_logps_and_entropies`: feeds every pass (old, reference, policy) its rows' image and video
-      tensors from the scope; TRL's version slices image tensors only, so its loss forward never saw a video. It
-      encodes each distinct medium once per call (or reuses generation's outputs when the encoder is frozen).
+      inputs from the scope; TRL's version slices image tensors only, so its loss forward never saw a video. TRL's
+      own loop runs, with the model wrapped so that each chunk's forward gets its rows' media (`_WithMedia`): each
+      distinct medium encoded once per call, or generation's outputs reused when the encoder is frozen.
 
     Media never pass between hooks through instance state: the two entry points open a scope (`_batch`) that the
     hooks TRL calls inside them read, and a hook called outside one fails. The completions table with each row's
@@ -309,34 +310,15 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         media = self._scoped().media
         if len(media) != input_ids.size(0):
             raise RuntimeError(f"{len(media)} rows of media for a batch of {input_ids.size(0)} sequences")
-        batch_size = batch_size or input_ids.size(0)
-        logps, entropies, aux_losses = [], [], []
-        for start in range(0, input_ids.size(0), batch_size):
-            ids = input_ids[start : start + batch_size]
-            mask = attention_mask[start : start + batch_size]
-            model_inputs = {
-                "input_ids": ids,
-                "attention_mask": mask,
-                "mm_token_type_ids": mm_token_type_ids(ids, self._model_config),
-                **self._media_inputs(model, media[start : start + batch_size], ids.device),
-            }
-            if compute_aux_loss:
-                model_inputs["output_router_logits"] = True
-            labels = ids.masked_fill(mask == 0, -100)
-            labels[:, :-logits_to_keep] = -100
-            with self.accelerator.autocast(), self._stand_ins_off(model):
-                outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
-            if isinstance(deferred := model_inputs.get("mm_encoder_outputs"), DeferredEncoding):
-                self.vision_patches += deferred.vision.patches  # a fresh cache, encoded in that forward
-            logps.append(outputs.log_probs[:, -logits_to_keep:])
-            if compute_entropy:
-                entropies.append(outputs.entropy[:, -logits_to_keep:])
-            if compute_aux_loss:
-                aux_losses.append(outputs.aux_loss)
-        return (
-            torch.cat(logps),
-            torch.cat(entropies) if compute_entropy else None,
-            torch.stack(aux_losses).mean() if compute_aux_loss else None,
+        return super()._get_per_token_logps_and_entropies(
+            _WithMedia(self, model, media),
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            batch_size,
+            compute_entropy,
+            compute_aux_loss,
+            mm_token_type_ids=mm_token_type_ids(input_ids, self._model_config),
         )
 
     def _media_inputs(self, model, rows: list[RowMedia], device) -> dict[str, Any]:
@@ -371,3 +353,21 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
                 yield
         else:
             yield
+
+
+class _WithMedia:
+    """The model as TRL's log-prob loop calls it: chunk by chunk, in row order; each call gets its rows' media."""
+
+    def __init__(self, trainer: QwenGRPOTrainer, model: torch.nn.Module, media: list[RowMedia]) -> None:
+        self.trainer, self.model, self.media, self.next_row = trainer, model, media, 0
+
+    def __call__(self, **model_inputs: Any) -> Any:
+        ids = model_inputs["input_ids"]
+        rows = self.media[self.next_row : self.next_row + ids.size(0)]
+        self.next_row += ids.size(0)
+        model_inputs.update(self.trainer._media_inputs(self.model, rows, ids.device))
+        with self.trainer._stand_ins_off(self.model):
+            outputs = self.model(**model_inputs)
+        if isinstance(deferred := model_inputs.get("mm_encoder_outputs"), DeferredEncoding):
+            self.trainer.vision_patches += deferred.vision.patches  # a fresh cache, encoded in that forward
+        return outputs

@@ -83,3 +83,14 @@ def test_generate_encodes_media_in_its_multimodal_hook():
 
     assert hasattr(GenerationMixin, "_prepare_multimodal_encoder_kwargs_for_generation")
     assert "mm_encoder_outputs" in inspect.getsource(transformers.models.qwen2_5_vl.modeling_qwen2_5_vl)
+
+
+def test_logps_loop_calls_the_model_chunk_by_chunk_in_row_order():
+    # `_WithMedia` hands each call the next rows' media: TRL must call the model once per chunk, in order, with
+    # keyword inputs only.
+    source = inspect.getsource(GRPOTrainer._get_per_token_logps_and_entropies)
+    assert "for start in range(0, input_ids.size(0), batch_size):" in source
+    assert (
+        source.count("model(") == 1 and "outputs = model(**model_inputs, labels=labels, fused_lm_head=True)" in source
+    )
+    assert 'model_inputs["mm_token_type_ids"] = mm_token_type_ids[start:end]' in source
