@@ -47,6 +47,8 @@ def prepare_training_args(args) -> None:
     its current name, `activation_checkpointing`, so that no run prints transformers' deprecation warnings.
     """
     cpu_training_args(args)
+    if "activation_checkpointing" not in args.__dataclass_fields__:  # transformers 5.19 knows the old names only
+        return
     quiet_checkpointing_aliases()
     if args.gradient_checkpointing is not None and args.activation_checkpointing is None:
         args.activation_checkpointing, args.gradient_checkpointing = args.gradient_checkpointing, None
