@@ -73,5 +73,5 @@ SLOW_MODULES = {"test_distributed", "test_recipes", "test_recipes_as_written", "
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        if item.module is not None and item.module.__name__ in SLOW_MODULES:
+        if item.path.stem in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
