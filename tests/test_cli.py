@@ -201,6 +201,7 @@ def test_readme_documents_both_offline_formats(tmp_path):
         assert load_groups(path, fmt), fmt
 
 
+@pytest.mark.slow  # a child process
 def test_beam_data_under_the_text_format_says_to_set_beam(tmp_path):
     data = tmp_path / "beams.json"
     data.write_text(json.dumps({"q1": {"id_list": [[1, 2], [3, 4]], "score_list": [0.1, 0.2]}}))

@@ -109,6 +109,7 @@ def test_offline_run_logs_scalars_and_a_table_with_media(tiny_models, media_dir,
     assert pictures == sizes  # the parquet keeps the same pictures, as PNG bytes
 
 
+@pytest.mark.slow  # waits out a connection timeout
 def test_unreachable_wandb_server_warns_once_and_training_completes(
     tiny_models, media_dir, tmp_path, monkeypatch, caplog
 ):
