@@ -7,6 +7,7 @@ rather than left to rot.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import types
 import warnings
@@ -81,6 +82,22 @@ def fix_rope_index(model: nn.Module) -> None:
 # `activation_checkpointing` names (the config side is `qwengrpo.config.prepare_training_args`).
 def quiet_checkpointing_aliases() -> None:
     warnings.filterwarnings("ignore", r"`(is_)?gradient_checkpointing\w*` is deprecated", FutureWarning)
+
+
+# transformers 5.2x's Qwen2-VL / Qwen3-VL video processors warn on every run that they do not cap each frame's
+# pixels unless `cap_pixels_per_frame` is passed, a keyword transformers 5.19 does not take. The media layer
+# resizes every frame under its own budget and calls the processor with `do_resize=False`, so there is nothing to
+# cap. Remove when transformers drops the keyword (announced for 5.22, still there in 5.23).
+class _NoFrameCapWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "per-frame pixel cap" not in record.getMessage()
+
+
+def quiet_frame_cap_warning() -> None:
+    for family in ("qwen2_vl", "qwen3_vl"):
+        video_logger = logging.getLogger(f"transformers.models.{family}.video_processing_{family}")
+        if not any(isinstance(f, _NoFrameCapWarning) for f in video_logger.filters):
+            video_logger.addFilter(_NoFrameCapWarning())
 
 
 class TrainerWorkarounds:

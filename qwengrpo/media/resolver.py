@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers.video_utils import VideoMetadata
 
+from .._upstream import quiet_frame_cap_warning
 from .budget import MediaBudget, PromptLimit
 from .decode import DecodedImage, DecodedVideo, decode_video, load_image
 from .errors import MediaError
@@ -105,6 +106,7 @@ class MediaResolver:
         self.video_px = (vp.size["shortest_edge"], vp.size["longest_edge"]) if vp is not None else self.image_px
         self.temporal_patch_size = vp.temporal_patch_size if vp is not None else 2
         self.decodes = 0  # media decoded so far (benchmarks and tests read it)
+        quiet_frame_cap_warning()  # frames arrive resized (`do_resize=False`): nothing for the processor to cap
 
     def resolve(self, rows: list[dict], first_index: int = 0) -> list[RowMedia]:
         distinct: dict[tuple, Processed] = {}
