@@ -15,6 +15,8 @@ import warnings
 import torch
 from torch import nn
 
+logger = logging.getLogger(__name__)
+
 # transformers 5.x places the text after a Qwen2-VL / Qwen2.5-VL video at `start + max(h, w)` (it advances by the
 # spatial grid only), while the models were trained (Qwen's reference code) and vLLM serve them with the text
 # starting one past the largest position of the video, time axis included. A clip whose time positions outrun
@@ -115,19 +117,33 @@ class TrainerWorkarounds:
         # Trainer's resume of a full fine-tune of Qwen2/2.5-VL loads nothing (the saved hub key layout against
         # `load_state_dict(strict=False)`), silently. Remove when resuming such a checkpoint restores its weights
         # (`tests/test_upstream.py` checks). An incomplete checkpoint is refused by name here too.
-        from peft import PeftModel
-
         from .models.checkpoint import check_complete, load_full_weights
 
         check_complete(resume_from_checkpoint)
         model = self.model if model is None else model
-        full = any(
-            os.path.isfile(os.path.join(resume_from_checkpoint, name))
-            for name in ("model.safetensors", "model.safetensors.index.json")
-        )
-        if not full or self.is_fsdp_enabled or isinstance(model, PeftModel):
+        if not self._full_weights_in(resume_from_checkpoint, model):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         load_full_weights(model, resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        # `load_best_model_at_end` goes the same silent way as a resume (above); remove with that one.
+        from .models.checkpoint import load_full_weights
+
+        best = self.state.best_model_checkpoint
+        if not self._full_weights_in(best, self.model):
+            return super()._load_best_model()
+        logger.info("loading the best model from %s (%s)", best, self.args.metric_for_best_model)
+        load_full_weights(self.model, best)
+
+    def _full_weights_in(self, checkpoint: str, model) -> bool:
+        """A full (not LoRA) checkpoint that Trainer itself would load (DeepSpeed and FSDP load their own)."""
+        from peft import PeftModel
+
+        full = any(
+            os.path.isfile(os.path.join(checkpoint, name))
+            for name in ("model.safetensors", "model.safetensors.index.json")
+        )
+        return full and not (self.is_fsdp_enabled or self.is_deepspeed_enabled or isinstance(model, PeftModel))
 
     def _save_checkpoint(self, model, trial) -> None:
         # Trainer writes `checkpoint-N` in place: a kill or a full disk leaves a folder that resume picks and fails

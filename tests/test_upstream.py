@@ -142,3 +142,28 @@ def test_upstream_still_warns_about_the_per_frame_cap(tiny_models, media_dir, ca
     with caplog.at_level("WARNING"):
         resolver.resolve([{"prompt": user(VID, "direction?"), "videos": [str(media_dir / "long.mp4")]}])
     assert not [r for r in caplog.records if "per-frame pixel cap" in r.getMessage()]
+
+
+def test_upstream_still_loads_no_best_model_of_a_full_fine_tune(tiny_models, media_dir, tmp_path):
+    # `TrainerWorkarounds._load_best_model`: `load_best_model_at_end` meets the key-layout bug of resuming.
+    from factories import make_trainer
+    from helpers import rows_for
+    from transformers import Trainer
+
+    trainer = make_trainer(
+        tiny_models["qwen2_5_vl"], rows_for("image", media_dir), tmp_path, save_strategy="steps", save_steps=1
+    )
+    trainer.train()
+    first = tmp_path / "out" / "checkpoint-1"
+    saved = AutoModelForImageTextToText.from_pretrained(first).state_dict()
+
+    def at_first_checkpoint() -> bool:
+        live = trainer.model.state_dict()
+        return all(torch.equal(live[k], v) for k, v in saved.items())
+
+    trainer.state.best_model_checkpoint = str(first)
+    assert not at_first_checkpoint()  # step 2 moved the weights
+    Trainer._load_best_model(trainer)  # upstream: nothing loaded, and nothing said
+    assert not at_first_checkpoint()
+    trainer._load_best_model()
+    assert at_first_checkpoint()

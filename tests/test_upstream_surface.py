@@ -35,6 +35,7 @@ OVERRIDES = {
 WORKAROUNDS = {
     "_get_train_sampler": ["self", "dataset"],
     "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
+    "_load_best_model": ["self"],
     "_save_checkpoint": ["self", "model", "trial"],
     "_save": ["self", "output_dir", "state_dict"],
 }
