@@ -111,23 +111,22 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         suppress = sorted({*vision_token_ids(model.config), *user})
         suppress_in_head(model, suppress)
         fix_rope_index(model)
-        limits = [] if args.max_prompt_tokens is None else [PromptLimit(args.max_prompt_tokens)]
-        self._rollout = None
+        self._rollout, vllm_limits = None, []
         if args.use_vllm:  # started before the data checks, which hold every row to its limits
             from .rollout import start_rollout
 
             self._rollout = start_rollout(model, args, suppress, kwargs)
-            limits.append(self._rollout.prompt_limit(args.max_completion_length))
-        self._max_prompt_tokens = min(limits, key=lambda limit: limit.tokens, default=None)
+            vllm_limits.append(self._rollout.prompt_limit(args.max_completion_length))
+        own = [] if args.max_prompt_tokens is None else [PromptLimit(args.max_prompt_tokens)]
+        self._max_prompt_tokens = min([*own, *vllm_limits], key=lambda limit: limit.tokens, default=None)
         reward_funcs = checked_rewards(reward_funcs)  # a bad reward output names the reward and the row
         check_reward_coordinates(reward_funcs, model.config.model_type)
         dataset = kwargs.get("train_dataset")
         if dataset is not None and getattr(dataset, "column_names", None) is not None:
             # A missing gold column must fail here, not after the first generation batch.
             check_reward_columns(reward_funcs, [*dataset.column_names, "media"])
-            limits = [] if self._max_prompt_tokens is None else [self._max_prompt_tokens]
             checked = {"reward_funcs": reward_funcs, "chat_template_kwargs": args.chat_template_kwargs}
-            checked["limits"] = limits  # vLLM's room named as such in the errors
+            checked["limits"] = vllm_limits  # beside `max_prompt_tokens`, named as such in the errors
             kwargs["train_dataset"] = preflight(dataset, kwargs["processing_class"], args, **checked)
             evals = kwargs.get("eval_dataset")
             if getattr(evals, "column_names", None) is not None:  # a held-out row gets the same checks
