@@ -46,10 +46,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Batch:
-    """The rows a TRL call is working on and their media, in row order (`rows` is None in a loss micro-batch)."""
+    """The rows a TRL call is working on and their media, in row order (`rows` is None in a loss micro-batch), and
+    the vision cache generation encodes them into (None when media go to `generate` as pixels)."""
 
     rows: list[dict] | None
     media: list[RowMedia]
+    vision: VisionCache | None = None
 
 
 class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
@@ -175,7 +177,6 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         self.last_batch_media: list[RowMedia] = []  # the latest generation batch's, for inspection only
         frozen = not any(p.requires_grad for p in vision_tower(self.accelerator.unwrap_model(self.model)).parameters())
         self._reuse_vision = args.vision_encode_once and args.vision_reuse_frozen and frozen
-        self._generation_vision: VisionCache | None = None
         self._vision_by_mode: dict[str, VisionCache] = {}  # train and eval batches can interleave
         self.vision_patches = 0  # vision-tower input patches encoded through the caches (benchmarks read it)
         self._wandb_callback = use_safe_wandb(self.callback_handler)
@@ -194,11 +195,11 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         inputs, media = guard.resolve(self.media, inputs, self.state.global_step)
         # vLLM is always handed encoder outputs, so its rollouts encode each distinct medium once regardless.
         once = self.args.vision_encode_once or self.use_vllm
-        self._generation_vision = VisionCache(self.processing_class) if once else None
-        if self._generation_vision is not None:
-            self._vision_by_mode["train" if self.model.training else "eval"] = self._generation_vision
+        vision = VisionCache(self.processing_class) if once else None
+        if vision is not None:  # the log-prob passes reuse it when the encoder is frozen
+            self._vision_by_mode["train" if self.model.training else "eval"] = vision
         stripped = [strip_media_columns(row, m.prompt) for row, m in zip(inputs, media, strict=True)]
-        with self._batch(inputs, media), self._encoder_outputs_in_generate(media):
+        with self._batch(inputs, media, vision), self._encoder_outputs_in_generate(media, vision):
             output = super()._generate_and_score_completions(stripped)
         output["media"] = self.last_batch_media = media
         if self.args.log_completions:  # gathered like TRL's logged prompts, so the table can draw each row's media
@@ -206,9 +207,11 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         return output
 
     @contextmanager
-    def _batch(self, rows: list[dict] | None, media: list[RowMedia]) -> Iterator[None]:
+    def _batch(
+        self, rows: list[dict] | None, media: list[RowMedia], vision: VisionCache | None = None
+    ) -> Iterator[None]:
         """The media of the rows a TRL call works on, for the hooks TRL calls inside it (and only there)."""
-        outer, self._scope = self._scope, _Batch(rows, media)
+        outer, self._scope = self._scope, _Batch(rows, media, vision)
         try:
             yield
         finally:
@@ -223,10 +226,9 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         return self._scope
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, Any]]:
-        rows = self._scoped().media
-        fields: dict[str, Any] = media_model_inputs(
-            self.processing_class, rows, pixels=self._generation_vision is None
-        )
+        batch = self._scoped()
+        rows = batch.media
+        fields: dict[str, Any] = media_model_inputs(self.processing_class, rows, pixels=batch.vision is None)
         if fields:
             fields["mm_token_type_ids"] = [
                 mm_token_type_ids(torch.tensor(r.prompt_ids), self._model_config).tolist() for r in rows
@@ -234,19 +236,17 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         return [r.prompt_ids for r in rows], None, fields
 
     @contextmanager
-    def _encoder_outputs_in_generate(self, rows: list[RowMedia]) -> Iterator[None]:
+    def _encoder_outputs_in_generate(self, rows: list[RowMedia], vision: VisionCache | None) -> Iterator[None]:
         """While TRL generates, `generate` takes the batch's encoder outputs from the vision cache.
 
         Transformers' `generate` encodes pixel inputs in `_prepare_multimodal_encoder_kwargs_for_generation`; the
         instance attribute set here replaces that hook for the duration of one TRL call, so the tower runs on
         distinct media only, inside TRL's generation context (ZeRO-3 parameters gathered).
         """
-        vision = self._generation_vision
         if vision is None or self.use_vllm or not any(r.images or r.videos for r in rows):
             yield
             return
-        model = self.accelerator.unwrap_model(self.model)
-        model = without_peft(model)
+        model = without_peft(self.accelerator.unwrap_model(self.model))
 
         def prepare(model_kwargs: dict[str, Any]) -> dict[str, Any]:
             with self.accelerator.autocast():
@@ -274,12 +274,11 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
 
     def rollout_media(self) -> tuple[list[RowMedia], VisionCache]:
         """The batch's rows, their distinct media encoded once, for the vLLM rollout (`VLLMRollout.__call__`)."""
-        rows = self._scoped().media
-        model = self.accelerator.unwrap_model(self.model)
-        model = without_peft(model)
+        batch = self._scoped()
+        model = without_peft(self.accelerator.unwrap_model(self.model))
         with torch.no_grad(), self.accelerator.autocast():
-            self._encode(self._generation_vision, model, rows, every_kind=True)
-        return rows, self._generation_vision
+            self._encode(batch.vision, model, batch.media, every_kind=True)
+        return batch.media, batch.vision
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         batch = self._scoped()
