@@ -81,6 +81,13 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
             "reuse the outputs in generation and the old, reference and policy passes (needs vision_encode_once)."
         },
     )
+    chat_template_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A Jinja chat template file, or the name of one TRL ships (e.g. qwen3_vl), replacing the "
+            "processor's: tool calls need a template that renders them."
+        },
+    )
     validate_data: str = field(
         default="decode",
         metadata={

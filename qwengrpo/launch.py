@@ -42,7 +42,17 @@ def build_grpo_trainer(recipe: Recipe):
 
         tokenizer = AutoProcessor.from_pretrained(model).tokenizer
         args.generation_kwargs = {**allowed_token_generation_kwargs(tokenizer), **(args.generation_kwargs or {})}
-    return QwenGRPOTrainer(model, reward_funcs, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset)
+    tools = {}
+    if recipe.tools:
+        from transformers import AutoConfig
+
+        from .tools import tool_environment
+
+        model_type = AutoConfig.from_pretrained(model).model_type  # the box convention the tools take
+        tools["environment_factory"] = tool_environment(recipe.tools, model_type)
+    return QwenGRPOTrainer(
+        model, reward_funcs, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **tools
+    )
 
 
 def build_trainer(recipe: Recipe):

@@ -5,6 +5,7 @@ trainer: grpo                  # or offline (RCE + GRPO on pre-scored candidates
 model_name_or_path: Qwen/Qwen2.5-VL-3B-Instruct   # a folder, a hub id, or tiny:<family>
 dataset: {format: messages, train: data/train.jsonl, eval: data/val.jsonl, media_root: data}
 rewards: [{name: answer_accuracy, mode: choice, weight: 0.7}]    # grpo: names or {name, weight, **params}
+tools: [crop]                  # grpo: ready tools the policy may call (`qwengrpo.tools`: crop, frames)
 policy: qwen_vl                # offline: or file.py:builder / module:builder, called with policy_kwargs
 policy_kwargs: {}              # offline
 max_pixels: 1003520            # any other key is a field of the trainer's config: QwenGRPOConfig (budgets,
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 TRAINERS = ("grpo", "offline")
 # Recipe keys that are not config fields, per trainer.
 _KEYS = {
-    "grpo": {"trainer", "model_name_or_path", "dataset", "rewards"},
+    "grpo": {"trainer", "model_name_or_path", "dataset", "rewards", "tools"},
     "offline": {"trainer", "model_name_or_path", "dataset", "policy", "policy_kwargs"},
 }
 QWEN_VL = "qwen_vl"
@@ -54,6 +55,7 @@ class Recipe:
     rewards: list[Any] = field(default_factory=list)  # specs without weights (the weights are in args)
     policy: str = QWEN_VL
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    tools: list[str] = field(default_factory=list)  # ready tools by name (`qwengrpo.tools.TOOLS`)
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -138,7 +140,17 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", need_model: bo
     policy = raw.get("policy", QWEN_VL)
     if need_model and not model and (trainer == "grpo" or policy == QWEN_VL):
         raise RecipeError(f"{source}: model_name_or_path is missing (a folder, a hub id, or tiny:<family>)")
-    return Recipe(source, trainer, model, dataset, config, specs, policy, dict(raw.get("policy_kwargs") or {}))
+    tools = _tools(raw.get("tools"), source)
+    return Recipe(source, trainer, model, dataset, config, specs, policy, dict(raw.get("policy_kwargs") or {}), tools)
+
+
+def _tools(value: Any, source: str) -> list[str]:
+    from .tools.zoom import TOOLS  # no torch at recipe-parse time beyond what the config already imports
+
+    names = [value] if isinstance(value, str) else list(value or [])
+    if unknown := [n for n in names if n not in TOOLS]:
+        raise RecipeError(f"{source}: tools: unknown tool(s) {unknown}; the ready tools are {sorted(TOOLS)}")
+    return names
 
 
 def _config_class(trainer: str) -> type:

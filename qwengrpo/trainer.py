@@ -6,7 +6,7 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,7 +20,8 @@ from .data.guard import RowGuard
 from .data.preflight import preflight, rejects_path
 from .device import model_load_kwargs
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMedia, VisionCache, strip_media_columns
-from .media.resolver import media_model_inputs
+from .media.refs import split_row
+from .media.resolver import Processed, media_model_inputs
 from .models import (
     DeferredEncoding,
     apply_tuning,
@@ -39,6 +40,8 @@ from .models.suppress import reference_like_policy
 from .rewards import check_reward_columns
 from .rewards.checked import NonFiniteWatch, checked_rewards
 from .tiny import resolve_model
+from .tools import load_chat_template
+from .tools.turns import ToolLoop, ToolTurns
 from .tracking import CompletionsTable, row_refs, use_safe_wandb
 
 logger = logging.getLogger(__name__)
@@ -47,14 +50,19 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Batch:
     """The rows a TRL call is working on and their media, in row order (`rows` is None in a loss micro-batch), and
-    the vision cache generation encodes them into (None when media go to `generate` as pixels)."""
+    the vision cache generation encodes them into (None when media go to `generate` as pixels). In tool turns
+    (`qwengrpo.tools.turns`): the resolved tool images, TRL's tool loop, and the rows a turn generates."""
 
     rows: list[dict] | None
     media: list[RowMedia]
     vision: VisionCache | None = None
+    tool_media: dict[int, Processed] = field(default_factory=dict)  # id(image a tool returned) → its tensors
+    tool_distinct: dict[tuple, Processed] = field(default_factory=dict)  # identical tool images share one
+    tool_loop: ToolLoop | None = None
+    generating: list[RowMedia] | None = None  # a tool turn's rows; None: the batch's own
 
 
-class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
+class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
     """GRPO for Qwen-VL models on text, image, multi-image and video rows, mixed freely in a batch.
 
     Rows have a conversational `prompt` plus any of the `image`, `images`, `video`, `videos` columns (matched
@@ -90,6 +98,10 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
       own loop runs, with the model wrapped so that each chunk's forward gets its rows' media (`_WithMedia`): each
       distinct medium encoded once per call, or generation's outputs reused when the encoder is frozen.
 
+    Tool calls whose results are images (`tools=` / `environment_factory=`, e.g. `qwengrpo.tools`' crop and frames)
+    are the mixin `qwengrpo.tools.turns.ToolTurns`: three more TRL hooks, which put each tool image through the media
+    layer and give it to the next turn and every log-prob pass.
+
     Media never pass between hooks through instance state: the two entry points open a scope (`_batch`) that the
     hooks TRL calls inside them read, and a hook called outside one fails. The completions table with each row's
     media is a callback (`qwengrpo.tracking.CompletionsTable`). Workarounds for Trainer behaviour (epoch-positioned
@@ -105,6 +117,8 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         if kwargs.get("processing_class") is None:
             path = model_id if isinstance(model_id, str) else model.config._name_or_path
             kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")
+        if args.chat_template_path:
+            kwargs["processing_class"].chat_template = load_chat_template(args.chat_template_path)
         if args.lora_last_k or kwargs.get("peft_config") is None:
             model = apply_tuning(model, args)
         # The policy is the model with vision placeholders (and any `suppress_tokens`) excluded from its own head,
@@ -133,6 +147,11 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
             evals = kwargs.get("eval_dataset")
             if getattr(evals, "column_names", None) is not None:  # a held-out row gets the same checks
                 kwargs["eval_dataset"] = preflight(evals, kwargs["processing_class"], args, **checked, split="eval")
+        if isinstance(kwargs.get("environment_factory"), dict):
+            raise ValueError(
+                "environment_factory: one environment class per run (a dict of environments would need each row's "
+                "prompt rendered with its own tool schema, which qwengrpo's media layer does not do yet)"
+            )
         args.resume_from_checkpoint = resolve_resume(args.resume_from_checkpoint, args.output_dir)
         # TRL's own vLLM backend sends images only (no video, no encoder outputs); ours is attached below.
         use_vllm, args.use_vllm = args.use_vllm, False
@@ -165,11 +184,15 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         self.generation_kwargs["suppress_tokens"] = sorted(suppress)
         self.generation_config.suppress_tokens = sorted(suppress)
 
+        # Prompts render as TRL renders them: with the tool schema, in TRL's training template when it swaps one in.
+        render = {**self.chat_template_kwargs, **({"tools": self.tools} if self.tools else {})}
+        if self.chat_template is not None:
+            render["chat_template"] = self.chat_template
         self.media = MediaResolver(
             self.processing_class,
             MediaBudget.from_args(args),
             max_prompt_tokens=self._max_prompt_tokens,
-            chat_template_kwargs=self.chat_template_kwargs,
+            chat_template_kwargs=render,
             cache_bytes=args.media_cache_mb * 2**20,
             dedup=args.media_dedup,
         )
@@ -199,6 +222,11 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         if vision is not None:  # the log-prob passes reuse it when the encoder is frozen
             self._vision_by_mode["train" if self.model.training else "eval"] = vision
         stripped = [strip_media_columns(row, m.prompt) for row, m in zip(inputs, media, strict=True)]
+        if self.environment_factories is not None:  # tools (`qwengrpo.tools`) read the row's media from `reset`
+            stripped = [
+                {**row, "media_refs": split_row(source, self.media.budget, i)[1], "media": m.info}
+                for i, (row, source, m) in enumerate(zip(stripped, inputs, media, strict=True))
+            ]
         with self._batch(inputs, media, vision), self._encoder_outputs_in_generate(media, vision):
             output = super()._generate_and_score_completions(stripped)
         output["media"] = self.last_batch_media = media
@@ -236,19 +264,22 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         return [r.prompt_ids for r in rows], None, fields
 
     @contextmanager
-    def _encoder_outputs_in_generate(self, rows: list[RowMedia], vision: VisionCache | None) -> Iterator[None]:
+    def _encoder_outputs_in_generate(self, batch_rows: list[RowMedia], vision: VisionCache | None) -> Iterator[None]:
         """While TRL generates, `generate` takes the batch's encoder outputs from the vision cache.
 
         Transformers' `generate` encodes pixel inputs in `_prepare_multimodal_encoder_kwargs_for_generation`; the
         instance attribute set here replaces that hook for the duration of one TRL call, so the tower runs on
         distinct media only, inside TRL's generation context (ZeRO-3 parameters gathered).
         """
-        if vision is None or self.use_vllm or not any(r.images or r.videos for r in rows):
+        if vision is None or self.use_vllm:
             yield
             return
         model = without_peft(self.accelerator.unwrap_model(self.model))
 
         def prepare(model_kwargs: dict[str, Any]) -> dict[str, Any]:
+            rows = self._scoped().generating or batch_rows  # a tool turn generates its rows with their tool images
+            if not any(r.images or r.videos for r in rows):
+                return model_kwargs
             with self.accelerator.autocast():
                 self._encode(vision, model, rows)
             device = model_kwargs["input_ids"].device if "input_ids" in model_kwargs else None

@@ -169,7 +169,8 @@ DATA = {
         demo,
     )
 }
-DATA |= {"video_qa_vllm_colocate": video_qa, "video_qa_vllm_server": video_qa}  # video QA with vLLM rollouts
+DATA |= {"video_qa_vllm_colocate": video_qa, "video_qa_vllm_server": video_qa}
+DATA |= {"zoom_grounding": grounding}  # grounding rows; the policy may zoom first  # video QA with vLLM rollouts
 
 
 def run_as_written(name: str, model: str | Path | None, tmp_path: Path, media_dir: Path, monkeypatch) -> Path:

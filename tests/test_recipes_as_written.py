@@ -11,12 +11,16 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from factories import tiny_args
 from recipe_data import DATA, ROOT, run_as_written
+from tool_factory import cached_tool_calling_model
 
 from qwengrpo.cli import main as cli
+from qwengrpo.media import MediaBudget
 
 RECIPES = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
 DEEP = "deep"  # a tiny model with 8 decoder blocks, for recipes whose lora_last_k needs them
+TOOL_CALLER = "tool-caller"
 # The model each recipe gets (None: the recipe's own, already tiny or not a transformers model).
 MODELS = {
     "demo": None,
@@ -29,6 +33,7 @@ MODELS = {
     "video_qa": "tiny:qwen2_5_vl",
     "video_qa_vllm_colocate": "tiny:qwen2_5_vl",
     "video_qa_vllm_server": "tiny:qwen2_5_vl",
+    "zoom_grounding": TOOL_CALLER,  # a tiny Qwen3-VL with Qwen3-VL's template, taught to call `crop`
 }
 # What a recipe needs beyond this environment (the vLLM ones run in tests/vllm_suite's environment).
 NEEDS = {
@@ -44,13 +49,18 @@ def deep_tiny(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def tool_caller(tmp_path_factory) -> Path:
+    return cached_tool_calling_model(tmp_path_factory.mktemp("caller"), MediaBudget.from_args(tiny_args("unused")))[0]
+
+
 def test_every_recipe_has_test_data():
     assert {p.stem for p in RECIPES} == set(DATA) == set(MODELS) and set(NEEDS) <= set(MODELS)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
-def test_every_shipped_recipe_runs_as_written(path, tmp_path, media_dir, deep_tiny, monkeypatch):
+def test_every_shipped_recipe_runs_as_written(path, tmp_path, media_dir, deep_tiny, tool_caller, monkeypatch):
     if path.stem in NEEDS and (path.stem.endswith("server") or importlib.util.find_spec("vllm") is None):
         pytest.skip(f"needs {NEEDS[path.stem]}")
-    model = MODELS[path.stem]
-    run_as_written(path.stem, deep_tiny if model == DEEP else model, tmp_path, media_dir, monkeypatch)
+    model = {DEEP: deep_tiny, TOOL_CALLER: tool_caller}.get(MODELS[path.stem], MODELS[path.stem])
+    run_as_written(path.stem, model, tmp_path, media_dir, monkeypatch)

@@ -13,6 +13,7 @@ from trl import GRPOTrainer
 
 from qwengrpo import QwenGRPOTrainer
 from qwengrpo._upstream import TrainerWorkarounds
+from qwengrpo.tools.turns import ToolTurns
 
 # The trainer's own overrides of GRPOTrainer (at most six), and the Trainer workarounds of `qwengrpo._upstream`.
 OVERRIDES = {
@@ -32,6 +33,21 @@ OVERRIDES = {
         "compute_aux_loss",
     ],
 }
+# Tool turns with images (`qwengrpo.tools.turns.ToolTurns`, a mixin of the trainer).
+TOOL_TURNS = {
+    "_tool_call_loop": [
+        "self",
+        "prompts",
+        "prompt_ids",
+        "completion_ids",
+        "completions",
+        "logprobs",
+        "images",
+        "multimodal_fields",
+    ],
+    "_get_tool_suffix_ids": ["self", "tool_messages"],
+    "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations"],
+}
 WORKAROUNDS = {
     "_get_train_sampler": ["self", "dataset"],
     "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
@@ -46,15 +62,38 @@ def test_the_trainer_overrides_only_what_it_lists():
     assert own == set(OVERRIDES)
     fixes = {name for name, value in vars(TrainerWorkarounds).items() if callable(value) and hasattr(Trainer, name)}
     assert fixes == set(WORKAROUNDS)
+    turns = {name for name, value in vars(ToolTurns).items() if callable(value) and hasattr(GRPOTrainer, name)}
+    assert turns == set(TOOL_TURNS)
+    for name in TOOL_TURNS:
+        assert f"`{name}`" in inspect.getmodule(ToolTurns).__doc__
     for name in OVERRIDES:  # each is named in the class docstring, with its reason
         assert f"`{name}`" in QwenGRPOTrainer.__doc__
 
 
-@pytest.mark.parametrize("name", [n for n, p in OVERRIDES.items() if p] + list(WORKAROUNDS))
+@pytest.mark.parametrize("name", [n for n, p in OVERRIDES.items() if p] + list(WORKAROUNDS) + list(TOOL_TURNS))
 def test_overridden_hook_signatures(name):
-    expected = OVERRIDES.get(name) or WORKAROUNDS[name]
+    expected = OVERRIDES.get(name) or WORKAROUNDS.get(name) or TOOL_TURNS[name]
     params = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
     assert params[: len(expected)] == expected
+
+
+def test_tool_loop_shape():
+    # `ToolTurns` reads TRL's tool loop from outside: the conversations it appends tool messages to (and rolls back
+    # when overlong), the turn it generates from concatenated ids, and where the loop's images go afterwards.
+    loop = inspect.getsource(GRPOTrainer._tool_call_loop)
+    for line in (
+        "completions[idx_with_tool].append(tool_message)",
+        "del completions[idx_with_tool][completions_len_before[idx] :]",
+        'tool_images[idx_with_tool].append(part["image"])',
+        "suffix_ids = self._get_tool_suffix_ids(tool_messages)",
+        "post_tool_ids, post_tool_logprobs = self._generate_single_turn(",
+        "prompt_completion_tool_ids,",
+    ):
+        assert line in loop, line
+    assert "_tool_call_loop(" in inspect.getsource(GRPOTrainer._generate)
+    scoring = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert "if self.tools and any(imgs for imgs in tool_images) and self._is_vlm:" in scoring
+    assert "observation = environment.reset(**reset_kwargs)" in scoring
 
 
 def test_rollout_func_seam():

@@ -64,6 +64,11 @@ def natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+def open_source_image(ref: MediaRef) -> Image.Image:
+    """A reference's image at its own resolution, upright and RGB (a tool crops from it)."""
+    return _open_image(ref.source, ref.label)
+
+
 def _open_image(source: Any, label: str) -> Image.Image:
     if not isinstance(source, Image.Image) and not Path(source).is_file():
         raise MediaError(f"image file not found: {label}")

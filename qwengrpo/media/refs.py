@@ -59,13 +59,13 @@ def _identity(source: Any) -> Any:
     return repr(source)
 
 
-def _label(source: Any) -> str:
+def label(source: Any) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
     if isinstance(source, Image.Image):
         return f"<in-memory image {source.size[0]}x{source.size[1]}>"
     if isinstance(source, (list, tuple)):
-        return f"<{len(source)} frames{': ' + _label(source[0]) + ', ...' if source else ''}>"
+        return f"<{len(source)} frames{': ' + label(source[0]) + ', ...' if source else ''}>"
     return f"<{type(source).__name__}>"
 
 
@@ -86,10 +86,10 @@ def _make_ref(kind: str, value: Any, budget: MediaBudget, where: str) -> MediaRe
             raise MediaError(f"{where}: a {kind} given as a dict needs a 'path' key, got keys {sorted(overrides)}")
         budget = budget.with_overrides(kind, overrides, where)
         clip = (overrides.get("video_start"), overrides.get("video_end"))
-        return MediaRef(kind, source, budget, overrides.get("native_fps"), _label(source), clip)
+        return MediaRef(kind, source, budget, overrides.get("native_fps"), label(source), clip)
     if value is None:
         raise MediaError(f"{where}: a {kind} entry is empty (None)")
-    return MediaRef(kind, value, budget, None, _label(value))
+    return MediaRef(kind, value, budget, None, label(value))
 
 
 def _column_media(row: dict, kind: str) -> list:
@@ -166,7 +166,7 @@ def split_row(row: dict, budget: MediaBudget, index: int) -> tuple[list[dict], l
 
     for kind in KINDS:
         if cursor[kind] != len(columns[kind]):
-            files = ", ".join(_label(v if not isinstance(v, dict) else v.get("path")) for v in columns[kind])
+            files = ", ".join(label(v if not isinstance(v, dict) else v.get("path")) for v in columns[kind])
             raise MediaError(
                 f"{where}: {len(columns[kind])} {kind}(s) given ({files}) but the prompt has "
                 f"{placeholders[kind]} {kind} placeholder(s) to match them"

@@ -21,7 +21,7 @@ from .._upstream import quiet_frame_cap_warning
 from .budget import MediaBudget, PromptLimit
 from .decode import DecodedImage, DecodedVideo, decode_video, load_image
 from .errors import MediaError
-from .refs import MEDIA_COLUMNS, MediaRef, split_row
+from .refs import MEDIA_COLUMNS, MediaRef, label, split_row
 
 logger = logging.getLogger(__name__)
 
@@ -118,12 +118,20 @@ class MediaResolver:
             for ref in refs:
                 key = ref.key if self.dedup else (index, ref.key)
                 if key not in distinct:
-                    distinct[key] = self._processed(ref, index)
+                    distinct[key] = self._processed(ref, f"row {index}")
                 processed.append(distinct[key])
             out.append(self._row(prompt, processed, index))
         return out
 
-    def _processed(self, ref: MediaRef, index: int) -> Processed:
+    def image(self, source: Any, where: str, distinct: dict[tuple, Processed]) -> Processed:
+        """An image from outside the dataset (a tool's output), decoded and preprocessed under the image budget
+        exactly as a row's image is, once for all identical images in `distinct` (the batch's so far)."""
+        ref = MediaRef("image", source, self.budget, None, label(source))
+        if ref.key not in distinct:
+            distinct[ref.key] = self._processed(ref, where)
+        return distinct[ref.key]
+
+    def _processed(self, ref: MediaRef, where: str) -> Processed:
         cached = self.cache.get(ref.key) if self.cache is not None and self.dedup else None
         if cached is not None:
             return cached
@@ -133,7 +141,7 @@ class MediaResolver:
             else:
                 item = self._video(decode_video(ref, self.video_factor, *self.video_px))
         except MediaError as exc:
-            raise MediaError(f"row {index}: {exc}") from exc
+            raise MediaError(f"{where}: {exc}") from exc
         self.decodes += 1
         if self.cache is not None:
             self.cache.put(ref.key, item)
@@ -189,9 +197,10 @@ class MediaResolver:
         text = self.processor.apply_chat_template(
             prompt, add_generation_prompt=True, tokenize=False, **self.chat_template_kwargs
         )
-        return self._expanded(text, images, videos) if images or videos else text
+        return self.expanded(text, images, videos) if images or videos else text
 
-    def _expanded(self, text: str, images: list[str], videos: list[str]) -> str:
+    def expanded(self, text: str, images: list[str], videos: list[str]) -> str:
+        """`text` with its image and video placeholder tokens replaced, in order, by the given replacements."""
         (text,), _ = self.processor.get_text_with_replacements([text], images, videos)
         return text
 
@@ -201,7 +210,7 @@ class MediaResolver:
         text = self.prompt_text(prompt)
         template_ids = ids = self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
         if images or videos:
-            ids = self.processor.tokenizer(self._expanded(text, images, videos), add_special_tokens=False)["input_ids"]
+            ids = self.processor.tokenizer(self.expanded(text, images, videos), add_special_tokens=False)["input_ids"]
         if self.prompt_limit is not None and len(ids) > self.prompt_limit.tokens:
             n_vision = sum(int(p.grid_thw.prod()) // self.processor.image_processor.merge_size**2 for p in processed)
             raise MediaError(

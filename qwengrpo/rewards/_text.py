@@ -13,12 +13,14 @@ def completion_text(completion: Any) -> str:
     """Text of one completion, whether a plain string or a list of chat messages.
 
     Message content may be a string or a list of typed parts (`{"type": "text", "text": ...}`); anything else reads as
-    empty text, so a malformed completion scores low instead of raising.
+    empty text, so a malformed completion scores low instead of raising. Tool results are not the model's text.
 
     >>> completion_text([{"role": "assistant", "content": "hi"}])
     'hi'
     >>> completion_text([{"role": "assistant", "content": [{"type": "text", "text": "hi"}]}])
     'hi'
+    >>> completion_text([{"role": "assistant", "content": "a"}, {"role": "tool", "content": "t"}, {"content": "b"}])
+    'a\\nb'
     """
     if isinstance(completion, str):
         return completion
@@ -26,6 +28,8 @@ def completion_text(completion: Any) -> str:
         return ""
     parts = []
     for message in completion:
+        if isinstance(message, dict) and message.get("role") == "tool":
+            continue
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
             parts.append(content)

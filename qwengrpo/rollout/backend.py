@@ -154,7 +154,7 @@ def start_rollout(model: torch.nn.Module, args: Any, suppressed: list[int], trai
     check_vllm_family(model.config.model_type)
     if args.vllm_enable_sleep_mode:
         raise ValueError("vllm_enable_sleep_mode is not supported by qwengrpo's vLLM rollouts yet")
-    if trainer_kwargs.get("tools"):
+    if trainer_kwargs.get("tools") or trainer_kwargs.get("environment_factory"):
         raise ValueError("tool calls are not supported with use_vllm=True yet; sample with generate instead")
     datasets = {"train": trainer_kwargs.get("train_dataset"), "eval": trainer_kwargs.get("eval_dataset")}
     config = model.config
