@@ -71,6 +71,16 @@ def test_merge_repads_prompts_left_and_completions_right():
             assert merged[key] == value, key
 
 
+def test_merge_with_an_empty_part():
+    # A rank that needs no group from a refill round keeps none of its rows (every rank still makes the call).
+    pad = 0
+    first = _part([[1, 2]], [[11]], pad)
+    none = select_rows(_part([[3, 4, 5]], [[12, 13, 14]], pad), [])
+    merged = merge_outputs([first, none], pad)
+    assert merged["prompt_ids"].tolist() == [[0, 1, 2]] and merged["completion_ids"].tolist() == [[11, 0, 0]]
+    assert merged["media"] == ["m1"] and merged["advantages"].tolist() == [0.0]
+
+
 def test_select_rows_and_unknown_keys():
     part = _part([[1], [2], [3]], [[4], [5], [6]], 0)
     picked = select_rows(part, [2, 0])
