@@ -12,6 +12,11 @@ Ranks agree without a collective of their own: TRL gathers every rank's rewards 
 so every rank sees which groups of every rank lack spread and derives the same refill size (the largest number
 of groups any rank still needs) and the same last round. Every rank thus makes the same TRL calls with the same
 number of rows, as TRL's gathers require, and keeps from each the groups it needs.
+
+Logged per generation batch, counted over all ranks: `dynamic_sampling/dropped_groups` (groups without spread,
+every round), `dynamic_sampling/rounds` (refill rounds run) and `dynamic_sampling/unfilled_groups` (slots left
+to a dropped group, loss masked). TRL's own metrics (`reward`, `frac_reward_zero_std`, ...) cover every row
+sampled, dropped ones included.
 """
 
 from __future__ import annotations
