@@ -268,17 +268,22 @@ def test_off_by_default_and_in_eval(tiny_models, media_dir, tmp_path):
 @pytest.mark.parametrize(
     ("config", "sets"),
     [
-        pytest.param("zero2.yaml", [], id="zero2"),
+        pytest.param("ddp.yaml", ["use_cpu=true"], id="ddp"),
+        pytest.param("zero2.yaml", ["ddp_backend=gloo"], id="zero2"),
         # Sharded weights, sampling in step across ranks, and generation's encoder outputs reused by every pass:
         # the refill rounds must encode into the batch's one vision cache, or a rank would call the tower alone.
-        pytest.param("zero3.yaml", ["ds3_gather_for_generation=false", "freeze_aligner=true"], id="zero3-frozen"),
+        pytest.param(
+            "zero3.yaml",
+            ["ddp_backend=gloo", "ds3_gather_for_generation=false", "freeze_aligner=true"],
+            id="zero3-frozen",
+        ),
     ],
 )
 def test_two_ranks_agree(config, sets, tiny_models, media_dir, tmp_path):
     from test_distributed import STEPS, launch
 
     out = tmp_path / "run"
-    sets = ["ddp_backend=gloo", "dynamic_sampling=true", "max_resample_rounds=2", "flat_rows=[1,2]", *sets]
+    sets = ["dynamic_sampling=true", "max_resample_rounds=2", "flat_rows=[1,2]", *sets]
     result = launch(config, out, tiny_models["qwen2_5_vl"], media_dir, sets)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [[json.loads(line) for line in (out / f"evidence-rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
