@@ -2,11 +2,14 @@
 
     python benchmarks/learning_proof.py [--steps N]
     .venv-vllm/bin/python benchmarks/learning_proof.py --vllm   # rollouts sampled by vLLM (colocate)
+    python benchmarks/learning_proof.py --loss-type dapo --dynamic-sampling   # DAPO's dynamic sampling on
 
 Prints one JSON line: {"chance": c, "seen": {"start": r0, "end": r1}, "blind": {"start": b0, "end": b1}},
 the mean held-out expected reward before and after GRPO; with `--vllm` also "sampling_logp_diff", the largest
 logged mean |trainer − vLLM| log-prob of the sampled tokens (TRL's importance-sampling check). Seeds are fixed;
 everything runs on the CPU. vLLM's CPU attention needs a text head width of 64, so `--vllm` trains a wider model.
+With `--dynamic-sampling` each run also reports "dynamic_sampling": the mean, over logged steps, of the groups
+dropped (zero reward spread) and left unfilled per generation batch, and of the resample rounds.
 """
 
 from __future__ import annotations
@@ -29,9 +32,18 @@ from qwengrpo.tiny import build_tiny_model
 
 VLLM_WIDTH = {"hidden_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 256}
 DIFF = "sampling/sampling_logp_difference/mean"
+DYNAMIC = ("dropped_groups", "unfilled_groups", "rounds")
 
 
-def run(root: Path, blind: bool, steps: int, seed: int = 0, vllm: bool = False) -> dict[str, float]:
+def run(
+    root: Path,
+    blind: bool,
+    steps: int,
+    seed: int = 0,
+    vllm: bool = False,
+    loss_type: str = "dapo",
+    dynamic_sampling: bool = False,
+) -> dict[str, float]:
     model_dir = build_tiny_model("qwen2_5_vl", root / "model", seed=seed, **(VLLM_WIDTH if vllm else {}))
     tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
     train_rows = make_rows(root / "train", 48, seed=seed, blind=blind)
@@ -56,6 +68,8 @@ def run(root: Path, blind: bool, steps: int, seed: int = 0, vllm: bool = False) 
         seed=seed,
         use_vllm=vllm,
         vllm_max_model_length=512,
+        loss_type=loss_type,
+        dynamic_sampling=dynamic_sampling,
     )
     trainer = QwenGRPOTrainer(str(model_dir), colour_reward, args=args, train_dataset=Dataset.from_list(train_rows))
     start = expected_reward(trainer.model, trainer.media, held_out)
@@ -64,6 +78,12 @@ def run(root: Path, blind: bool, steps: int, seed: int = 0, vllm: bool = False) 
     result = {"start": round(start, 4), "end": round(end, 4)}
     if vllm:
         result["sampling_logp_diff"] = max(h[DIFF] for h in trainer.state.log_history if DIFF in h)
+    if dynamic_sampling:
+        logged = {
+            k: [h[f"dynamic_sampling/{k}"] for h in trainer.state.log_history if f"dynamic_sampling/{k}" in h]
+            for k in DYNAMIC
+        }
+        result["dynamic_sampling"] = {k: round(sum(v) / len(v), 3) for k, v in logged.items()}
     return result
 
 
@@ -71,11 +91,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--vllm", action="store_true", help="sample rollouts with vLLM (colocate) instead of generate")
+    parser.add_argument("--loss-type", default="dapo", help="TRL's loss_type (default: dapo, TRL's default)")
+    parser.add_argument("--dynamic-sampling", action="store_true", help="drop and resample zero-spread groups")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
+    settings = {"steps": args.steps, "vllm": args.vllm, "loss_type": args.loss_type}
+    settings["dynamic_sampling"] = args.dynamic_sampling
     with tempfile.TemporaryDirectory() as tmp:
-        seen = run(Path(tmp) / "seen", blind=False, steps=args.steps, vllm=args.vllm)
-        blind = run(Path(tmp) / "blind", blind=True, steps=args.steps, vllm=args.vllm)
+        seen = run(Path(tmp) / "seen", blind=False, **settings)
+        blind = run(Path(tmp) / "blind", blind=True, **settings)
     result = {"chance": round(CHANCE, 4), "seen": seen, "blind": blind}
     if args.vllm:
         result["sampling_logp_diff"] = max(seen.pop("sampling_logp_diff"), blind.pop("sampling_logp_diff"))

@@ -119,6 +119,18 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
             "choices": ["warn", "error"],
         },
     )
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "DAPO's dynamic sampling: drop groups whose G rewards are all equal (no advantage, no signal) and "
+            "replace them with newly sampled prompts, up to `max_resample_rounds` rounds per generation batch; "
+            "slots still unfilled then keep a dropped group with its loss masked. Training only."
+        },
+    )
+    max_resample_rounds: int = field(
+        default=3,
+        metadata={"help": "With `dynamic_sampling`: generation rounds allowed per batch to replace dropped groups."},
+    )
     reward_nonfinite_patience: int = field(
         default=1,
         metadata={
@@ -136,6 +148,15 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
             choices = self.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.max_resample_rounds < 0:
+            raise ValueError(f"max_resample_rounds must be >= 0, got {self.max_resample_rounds}")
+        per_device = self.per_device_train_batch_size * self.steps_per_generation
+        if self.dynamic_sampling and per_device % self.num_generations:
+            # Each rank drops and refills whole groups of its own rows; a group split across ranks has no owner.
+            raise ValueError(
+                "dynamic_sampling needs each rank's generation batch (per_device_train_batch_size x "
+                f"steps_per_generation = {per_device}) to be a multiple of num_generations ({self.num_generations})"
+            )
 
     def rejects_file(self, split: str = "train") -> str:
         """Where a split's rejected rows go: the one naming rule the trainer and every command share."""

@@ -19,6 +19,7 @@ from .config import QwenGRPOConfig
 from .data.guard import RowGuard
 from .data.preflight import preflight, rejects_path
 from .device import model_load_kwargs
+from .dynamic_sampling import refill
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMedia, VisionCache, strip_media_columns
 from .media.refs import split_row
 from .media.resolver import Processed, media_model_inputs
@@ -56,6 +57,7 @@ class _Batch:
     rows: list[dict] | None
     media: list[RowMedia]
     vision: VisionCache | None = None
+    rewards: torch.Tensor | None = None  # every rank's rewards (rows x functions), once TRL has gathered them
     tool_media: dict[int, Processed] = field(default_factory=dict)  # id(image a tool returned) → its tensors
     tool_distinct: dict[tuple, Processed] = field(default_factory=dict)  # identical tool images share one
     tool_loop: ToolLoop | None = None
@@ -85,7 +87,8 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
     - `_generate_and_score_completions`: resolves the batch's media once (a row that fails is named by file and
       line, and in skip mode replaced: `qwengrpo.data.guard`), calls TRL on media-free rows inside a scope that
       holds the batch's media, and attaches each row's media to the output, so shuffling/splitting carries it per
-      row (TRL's flat `pixel_values_videos` would be cut by row index and corrupted).
+      row (TRL's flat `pixel_values_videos` would be cut by row index and corrupted). With `dynamic_sampling`,
+      groups without reward spread are replaced by newly drawn ones scored the same way (`qwengrpo.dynamic_sampling`).
     - `_tokenize_prompts`: returns the resolver's prompt ids and tensors instead of re-processing every
       media part (TRL decodes each video again for each of the G copies); with `vision_encode_once`, only
       grids, and `generate` takes encoder outputs from the vision cache (`_encoder_outputs_in_generate`).
@@ -214,34 +217,49 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
         self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        guard = self._guards["train" if self.model.training else "eval"]
+        output, rewards = self._score_rows(inputs)
+        if self.args.dynamic_sampling and self.model.training:
+            output = refill(self, output, rewards)  # may score more rows through `_score_rows`
+            self.last_batch_media = output["media"]
+        return output
+
+    def _score_rows(
+        self, inputs: list[dict[str, Any]], continued: bool = False
+    ) -> tuple[dict[str, Any], torch.Tensor]:
+        """TRL's scored batch for `inputs` with each row's media, and the rewards gathered over ranks. `continued`:
+        more rows of the same generation batch (dynamic sampling), encoded into the same vision cache."""
+        mode = "train" if self.model.training else "eval"
+        guard = self._guards[mode]
         inputs, media = guard.resolve(self.media, inputs, self.state.global_step)
         # vLLM is always handed encoder outputs, so its rollouts encode each distinct medium once regardless.
         once = self.args.vision_encode_once or self.use_vllm
-        vision = VisionCache(self.processing_class) if once else None
+        if continued:
+            vision = self._vision_by_mode.get(mode) if once else None
+        else:
+            vision = VisionCache(self.processing_class) if once else None
         if vision is not None:  # the log-prob passes reuse it when the encoder is frozen
-            self._vision_by_mode["train" if self.model.training else "eval"] = vision
+            self._vision_by_mode[mode] = vision
         stripped = [strip_media_columns(row, m.prompt) for row, m in zip(inputs, media, strict=True)]
         if self.environment_factories is not None:  # tools (`qwengrpo.tools`) read the row's media from `reset`
             stripped = [
                 {**row, "media_refs": split_row(source, self.media.budget, i)[1], "media": m.info}
                 for i, (row, source, m) in enumerate(zip(stripped, inputs, media, strict=True))
             ]
-        with self._batch(inputs, media, vision), self._encoder_outputs_in_generate(media, vision):
+        with self._batch(inputs, media, vision) as batch, self._encoder_outputs_in_generate(media, vision):
             output = super()._generate_and_score_completions(stripped)
         output["media"] = self.last_batch_media = media
         if self.args.log_completions:  # gathered like TRL's logged prompts, so the table can draw each row's media
             self._logs["media"].extend(gather_object(row_refs(inputs, media, self.media.budget)))
-        return output
+        return output, batch.rewards
 
     @contextmanager
     def _batch(
         self, rows: list[dict] | None, media: list[RowMedia], vision: VisionCache | None = None
-    ) -> Iterator[None]:
+    ) -> Iterator[_Batch]:
         """The media of the rows a TRL call works on, for the hooks TRL calls inside it (and only there)."""
         outer, self._scope = self._scope, _Batch(rows, media, vision)
         try:
-            yield
+            yield self._scope
         finally:
             self._scope = outer
 
@@ -317,7 +335,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
             {**row, **{k: v for k, v in source.items() if k in MEDIA_COLUMNS}, "media": media.info}
             for row, source, media in zip(inputs, batch.rows, batch.media, strict=True)
         ]
-        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards = batch.rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._reward_watch.after_batch(lambda counts: self.accelerator.reduce(counts.to(rewards.device), "sum").cpu())
         return rewards
 

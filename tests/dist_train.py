@@ -45,12 +45,14 @@ class MediaReward:
 
     __name__ = "media_seen"
 
-    def __init__(self) -> None:
+    def __init__(self, flat_rows: list[int]) -> None:
         self.seen: list[bool] = []
+        self.flat_rows = set(flat_rows)  # rows whose completions all score 1 (no spread: dynamic sampling drops them)
 
-    def __call__(self, completions, images, videos, **kwargs) -> list[float]:
+    def __call__(self, completions, images, videos, row_id, **kwargs) -> list[float]:
         self.seen.append(any(images) or any(videos))
-        return [float(len(c[0]["content"]) % 5) for c in completions]
+        scores = [float(len(c[0]["content"]) % 5) for c in completions]
+        return [1.0 if r in self.flat_rows else s for s, r in zip(scores, row_id, strict=True)]
 
 
 def full_parameters(model) -> dict[str, torch.Tensor]:
@@ -99,6 +101,7 @@ class Evidence(TrainerCallback):
             "loss": logs["loss"],
             "reward": logs.get("reward"),  # absent on steps that reuse a generation batch
             "sampling_diff": logs.get("sampling/sampling_logp_difference/mean"),  # vLLM runs only
+            "dynamic": {k: v for k, v in logs.items() if k.startswith("dynamic_sampling/")},
         }
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -112,6 +115,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     cli = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in cli.set)}
+    flat_rows = overrides.pop("flat_rows", [])  # the reward's setting, not the config's
     args = QwenGRPOConfig(
         **{
             "output_dir": str(cli.out),
@@ -132,7 +136,7 @@ def main() -> None:
             **overrides,
         }
     )
-    reward = MediaReward()
+    reward = MediaReward(flat_rows)
     trainer = QwenGRPOTrainer(cli.model, [reward], args=args, train_dataset=Dataset.from_list(rows(cli.media)))
     rank = trainer.accelerator.process_index
     cli.out.mkdir(parents=True, exist_ok=True)
