@@ -296,8 +296,8 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
 
         def prepare(model_kwargs: dict[str, Any]) -> dict[str, Any]:
             rows = self._scoped().generating or batch_rows  # a tool turn generates its rows with their tool images
-            if not any(r.images or r.videos for r in rows):
-                return model_kwargs
+            if not any(r.images or r.videos for r in rows):  # transformers' own hook: the ranks stay in step
+                return type(model)._prepare_multimodal_encoder_kwargs_for_generation(model, model_kwargs)
             with self.accelerator.autocast():
                 self._encode(vision, model, rows)
             device = model_kwargs["input_ids"].device if "input_ids" in model_kwargs else None
