@@ -89,7 +89,8 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
     - `_get_per_token_logps_and_entropies`: feeds every pass (old, reference, policy) its rows' image and video
       inputs from the scope; TRL's version slices image tensors only, so its loss forward never saw a video. TRL's
       own loop runs, with the model wrapped so that each chunk's forward gets its rows' media (`_WithMedia`): each
-      distinct medium encoded once per call, or generation's outputs reused when the encoder is frozen.
+      distinct medium encoded once per call, or generation's outputs reused when the encoder is frozen; with
+      `share_prompt_in_logps`, the rows of a chunk that repeat one prompt forward it once (`models.shared_prompt`).
 
     Media never pass between hooks through instance state: the two entry points open a scope (`_batch`) that the
     hooks TRL calls inside them read, and a hook called outside one fails. The completions table with each row's

@@ -22,13 +22,10 @@ run the completions after one another through one recurrent state, so those mode
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 _MASKED_ATTENTION = ("sdpa", "eager")  # implementations that read a 4-D mask as given
 
@@ -36,6 +33,7 @@ _MASKED_ATTENTION = ("sdpa", "eager")  # implementations that read a 4-D mask as
 def why_not_shared(config) -> str | None:
     """Why this model's log-prob passes cannot share prompts exactly, or None when they can."""
     text = config.get_text_config()
+    # Sliding-window layers count too: a 4-D mask given to the model replaces its sliding-window mask as well.
     if any(kind != "full_attention" for kind in getattr(text, "layer_types", None) or ()):
         return f"{config.model_type} has {sorted(set(text.layer_types) - {'full_attention'})} layers"
     attention = text._attn_implementation or "eager"
