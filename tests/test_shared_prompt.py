@@ -159,3 +159,12 @@ def test_linear_attention_family_keeps_full_sequences(tiny_models, media_dir, tm
     assert not trainer._share_prompt
     assert "linear_attention" in caplog.text and "full sequences" in caplog.text
     assert "linear_attention" in why_not_shared(trainer.model.config)
+
+
+def test_eager_attention_shares_exactly(tiny_models, media_dir, tmp_path):
+    """Eager attention adds the mask to its scores: the packed mask is given to it as an additive one."""
+    batch = rows("mixed", media_dir)
+    trainer = trainer_for(tiny_models["qwen3_vl"], batch, tmp_path, model_init_kwargs={"attn_implementation": "eager"})
+    assert trainer.model.config.get_text_config()._attn_implementation == "eager"
+    inputs = trainer._generate_and_score_completions([row for row in batch for _ in range(G)])
+    assert_same(trainer, inputs)
