@@ -193,6 +193,11 @@ class QwenGRPOTrainer(TrainerWorkarounds, GRPOTrainer):
         self._share_prompt = args.share_prompt_in_logps and (why := shared_prompt.why_not_shared(config)) is None
         if args.share_prompt_in_logps and not self._share_prompt:
             logger.info("share_prompt_in_logps: full sequences in the log-prob passes, since %s", why)
+        elif self._share_prompt and self.aux_loss_enabled:  # `shared_prompt.plan` declines the passes that ask for it
+            logger.info(
+                "share_prompt_in_logps: full sequences in the policy pass, since the MoE load-balancing loss averages"
+                " over every prompt copy (router_aux_loss_coef=0 shares it too)"
+            )
         self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:

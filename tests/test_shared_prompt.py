@@ -91,10 +91,11 @@ def test_shared_loss_and_gradients_equal_unshared(family, kind, tiny_models, med
         assert any(".visual." in n for n in grads), "the tower and aligner should be trainable and get gradients"
 
 
-def test_moe_with_load_balancing_loss_keeps_full_sequences(tiny_models, media_dir, tmp_path):
+def test_moe_with_load_balancing_loss_keeps_full_sequences(tiny_models, media_dir, tmp_path, caplog):
     batch = rows("image", media_dir)
-    trainer = trainer_for(tiny_models["qwen3_vl_moe"], batch, tmp_path)
-    assert trainer.aux_loss_enabled
+    with caplog.at_level(logging.INFO, logger="qwengrpo.trainer"):
+        trainer = trainer_for(tiny_models["qwen3_vl_moe"], batch, tmp_path)
+    assert trainer.aux_loss_enabled and "load-balancing loss" in caplog.text
     inputs = trainer._generate_and_score_completions([row for row in batch for _ in range(G)])
     assert_same(trainer, inputs, saves=False)
 
