@@ -169,3 +169,21 @@ def test_eager_attention_shares_exactly(tiny_models, media_dir, tmp_path):
     assert trainer.model.config.get_text_config()._attn_implementation == "eager"
     inputs = trainer._generate_and_score_completions([row for row in batch for _ in range(G)])
     assert_same(trainer, inputs)
+
+
+@pytest.mark.slow
+def test_bench_prefix_counts():
+    """The benchmark's counts (not its timings): LLM tokens within 5% of (P + G·C) / (G·(P + C)) of the unshared
+    run's, and the two paths' gradients equal."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "benchmarks/bench_prefix.py", "--quick", "--steps", "2"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["token_ratio"] == pytest.approx(result["ideal_token_ratio"], rel=0.05)
+    assert result["max_grad_diff"] <= 1e-5
