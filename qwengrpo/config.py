@@ -81,6 +81,14 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
             "reuse the outputs in generation and the old, reference and policy passes (needs vision_encode_once)."
         },
     )
+    share_prompt_in_logps: bool = field(
+        default=True,
+        metadata={
+            "help": "In the old, reference and policy log-prob passes, forward each group's prompt once for its G "
+            "completions (exact: same log-probs and gradients). Models with linear-attention layers, or attention "
+            "without 4-D masks (flash), keep the full sequences and log why."
+        },
+    )
     chat_template_path: str | None = field(
         default=None,
         metadata={

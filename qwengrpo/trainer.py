@@ -28,6 +28,7 @@ from .models import (
     apply_tuning,
     dummy_vision_forward,
     mm_token_type_ids,
+    shared_prompt,
     suppress_in_head,
     sync_vision_calls,
     vision_calls_skipped,
@@ -36,7 +37,7 @@ from .models import (
     without_peft,
 )
 from .models.checkpoint import resolve_resume
-from .models.families import check_reward_coordinates
+from .models.families import check_reward_coordinates, inner_model
 from .models.suppress import reference_like_policy
 from .rewards import check_reward_columns
 from .rewards.checked import NonFiniteWatch, checked_rewards
@@ -99,7 +100,8 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
     - `_get_per_token_logps_and_entropies`: feeds every pass (old, reference, policy) its rows' image and video
       inputs from the scope; TRL's version slices image tensors only, so its loss forward never saw a video. TRL's
       own loop runs, with the model wrapped so that each chunk's forward gets its rows' media (`_WithMedia`): each
-      distinct medium encoded once per call, or generation's outputs reused when the encoder is frozen.
+      distinct medium encoded once per call, or generation's outputs reused when the encoder is frozen; with
+      `share_prompt_in_logps`, the rows of a chunk that repeat one prompt forward it once (`models.shared_prompt`).
 
     Tool calls whose results are images (`tools=` / `environment_factory=`, e.g. `qwengrpo.tools`' crop and frames)
     are the mixin `qwengrpo.tools.turns.ToolTurns`: three more TRL hooks, which put each tool image through the media
@@ -214,6 +216,14 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
             "eval": RowGuard(self.eval_dataset, args.on_error, rejects_path(args, "eval")),
         }
         self._reward_watch = NonFiniteWatch(self.reward_funcs, args.reward_nonfinite_patience)
+        self._share_prompt = args.share_prompt_in_logps and (why := shared_prompt.why_not_shared(config)) is None
+        if args.share_prompt_in_logps and not self._share_prompt:
+            logger.info("share_prompt_in_logps: full sequences in the log-prob passes, since %s", why)
+        elif self._share_prompt and self.aux_loss_enabled:  # `shared_prompt.plan` declines the passes that ask for it
+            logger.info(
+                "share_prompt_in_logps: full sequences in the policy pass, since the MoE load-balancing loss averages"
+                " over every prompt copy (router_aux_loss_coef=0 shares it too)"
+            )
         self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -358,7 +368,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
         if len(media) != input_ids.size(0):
             raise RuntimeError(f"{len(media)} rows of media for a batch of {input_ids.size(0)} sequences")
         return super()._get_per_token_logps_and_entropies(
-            _WithMedia(self, model, media),
+            _WithMedia(self, model, media, logits_to_keep if self._share_prompt else None),
             input_ids,
             attention_mask,
             logits_to_keep,
@@ -403,18 +413,43 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
 
 
 class _WithMedia:
-    """The model as TRL's log-prob loop calls it: chunk by chunk, in row order; each call gets its rows' media."""
+    """The model as TRL's log-prob loop calls it: chunk by chunk, in row order; each call gets its rows' media.
+    With `logits_to_keep` given, a chunk's rows that repeat one prompt forward it once (`models.shared_prompt`)."""
 
-    def __init__(self, trainer: QwenGRPOTrainer, model: torch.nn.Module, media: list[RowMedia]) -> None:
+    def __init__(
+        self, trainer: QwenGRPOTrainer, model: torch.nn.Module, media: list[RowMedia], logits_to_keep: int | None
+    ) -> None:
         self.trainer, self.model, self.media, self.next_row = trainer, model, media, 0
+        self.logits_to_keep = logits_to_keep
 
     def __call__(self, **model_inputs: Any) -> Any:
         ids = model_inputs["input_ids"]
         rows = self.media[self.next_row : self.next_row + ids.size(0)]
         self.next_row += ids.size(0)
-        model_inputs.update(self.trainer._media_inputs(self.model, rows, ids.device))
-        with self.trainer._stand_ins_off(self.model):
-            outputs = self.model(**model_inputs)
+        packing = None
+        if self.logits_to_keep is not None:
+            keys = [tuple(map(id, r.images + r.videos)) for r in rows]
+            packing = shared_prompt.plan(model_inputs, self.logits_to_keep, keys)
+        if packing is None:
+            model_inputs.update(self.trainer._media_inputs(self.model, rows, ids.device))
+            with self.trainer._stand_ins_off(self.model):
+                outputs = self.model(**model_inputs)
+        else:
+            outputs, model_inputs = self._shared(model_inputs, rows, packing)
         if isinstance(deferred := model_inputs.get("mm_encoder_outputs"), DeferredEncoding):
             self.trainer.vision_patches += deferred.vision.patches  # a fresh cache, encoded in that forward
         return outputs
+
+    def _shared(self, model_inputs: dict[str, Any], rows: list[RowMedia], packing: shared_prompt.Packing):
+        """The packed forward: positions from the full chunk, media of each group's first row only."""
+        ids, trainer = model_inputs["input_ids"], self.trainer
+        grids = media_model_inputs(trainer.processing_class, rows, ids.device, pixels=False)
+        inner = inner_model(trainer.accelerator.unwrap_model(self.model))
+        positions = shared_prompt.full_positions(
+            inner, ids, model_inputs["attention_mask"], model_inputs["mm_token_type_ids"], grids
+        )
+        media = trainer._media_inputs(self.model, [rows[i] for i in packing.firsts], ids.device)
+        additive = trainer._model_config.get_text_config()._attn_implementation == "eager"
+        with trainer._stand_ins_off(self.model):
+            outputs = shared_prompt.shared_forward(self.model, model_inputs, packing, positions, media, additive)
+        return outputs, media

@@ -19,6 +19,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer
+from qwengrpo.models import language_model
 
 
 def user(*parts: dict | str) -> list[dict]:
@@ -78,6 +79,13 @@ class Evidence(TrainerCallback):
     def __init__(self, trainer: QwenGRPOTrainer, reward: MediaReward, path: Path) -> None:
         self.trainer, self.reward, self.path = trainer, reward, path
         self.pending: dict = {}
+        self.llm_tokens = [0]
+
+        def count(_module, _args, kwargs):
+            if kwargs.get("past_key_values") is None:
+                self.llm_tokens[0] += kwargs["inputs_embeds"].shape[:2].numel()
+
+        language_model(trainer.model).register_forward_pre_hook(count, with_kwargs=True)
 
     def on_step_end(self, args, state, control, **kwargs):
         # Trainer logs the step's loss after `on_step_end`: keep the parameters now, write the record in `on_log`.
@@ -87,6 +95,7 @@ class Evidence(TrainerCallback):
             "has_media": self.reward.seen[-1],
             "checksum": checksum(params),
             "param_sum": float(sum(p.double().sum() for p in params.values())),
+            "llm_tokens": self.llm_tokens[0],  # so far, in the log-prob passes (generation runs with a cache)
         }
 
     def on_log(self, args, state, control, logs=None, **kwargs):

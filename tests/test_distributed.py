@@ -119,6 +119,24 @@ def test_two_ranks_agree_step_by_step(config, sets, distributed_type, tiny_qwen2
     assert checksum(trained) == ranks[0][-1]["checksum"], "the saved model is not the trained one"
 
 
+@pytest.mark.parametrize("config", ["zero2.yaml", "zero3.yaml"])
+def test_shared_prompts_train_as_full_sequences(config, tiny_qwen25, media_dir, tmp_path):
+    """Sharing each group's prompt in the log-prob passes, under ZeRO-2/3, gives the full sequences' losses and
+    parameters step by step on both ranks, with fewer language-model tokens. SGD: Adam's first steps move a
+    parameter by ±lr whatever its gradient's size, so gradients equal to 1e-8 could still move weights apart."""
+    records = {}
+    for share in (True, False):
+        out = tmp_path / f"share-{share}"
+        sets = ["ddp_backend=gloo", "optim=sgd", f"share_prompt_in_logps={share}"]
+        result = launch(config, out, tiny_qwen25, media_dir, sets)
+        assert result.returncode == 0, result.stderr[-4000:]
+        records[share] = [json.loads(line) for r in (0, 1) for line in (out / f"evidence-rank{r}.jsonl").open()]
+    for shared, full in zip(records[True], records[False], strict=True):
+        assert shared["loss"] == pytest.approx(full["loss"], rel=1e-4, abs=1e-6), shared["step"]
+        assert shared["param_sum"] == pytest.approx(full["param_sum"], rel=1e-6), shared["step"]
+        assert shared["llm_tokens"] < full["llm_tokens"]
+
+
 @pytest.mark.parametrize(
     ("name", "distributed_type"),
     [("ddp", "MULTI_GPU"), ("zero2", "DEEPSPEED"), ("zero3", "DEEPSPEED"), ("fsdp", "FSDP")],

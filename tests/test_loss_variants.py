@@ -1,8 +1,8 @@
 """TRL's loss variants and importance-sampling levels with image and video rows.
 
 Each variant's loss is TRL's own `_compute_loss`; qwengrpo only feeds the log-prob passes their media. On text-only
-rows that must give TRL's number exactly; on media rows the media must change it (they reach the loss forward);
-and two training steps on mixed rows must move the trainable weights.
+rows that must give TRL's number exactly (to float32 rounding with shared prompts); on media rows the media must
+change it (they reach the loss forward); and two training steps on mixed rows must move the trainable weights.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def trl_loss(trainer, batch) -> torch.Tensor:
         del trainer._get_per_token_logps_and_entropies
 
 
-def losses(trainer, rows) -> tuple[torch.Tensor, torch.Tensor]:
+def losses(trainer, rows, share: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    trainer._share_prompt = share  # the old and reference log-probs in `batch` come from our passes
     batch = trainer._generate_and_score_completions(rows)
     with torch.no_grad():
         return trainer._compute_loss(trainer.model, batch), trl_loss(trainer, batch)
@@ -43,8 +44,12 @@ def test_text_rows_give_trls_loss_and_media_rows_change_it(loss_type, level, tin
     settings = {**SETTINGS, "loss_type": loss_type, "importance_sampling_level": level}
     text, media = rows_for("text", media_dir)[:2], rows_for("mixed", media_dir)[1:5]  # media: 1-2 images, video, both
     trainer = make_trainer(tiny_models["qwen2_5_vl"], [*text, *media], tmp_path, **settings)
-    ours, theirs = losses(trainer, [r for r in text for _ in range(2)])
+    ours, theirs = losses(trainer, [r for r in text for _ in range(2)], share=False)
     assert torch.isfinite(ours) and torch.equal(ours, theirs)
+    # Shared prompts (the default) sum the same terms in another order: TRL's number to float32 rounding, which
+    # for VESPO (a signed sum of raw log-probs of size ~6, not of ratios near 1) is ~1e-6 absolute.
+    ours, theirs = losses(trainer, [r for r in text for _ in range(2)])
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
     ours, blind = losses(trainer, [r for r in media for _ in range(2)])
     assert torch.isfinite(ours) and not torch.allclose(ours, blind)
 

@@ -111,6 +111,7 @@ def test_frozen_encoder_encodes_each_medium_once_per_batch(kind, tiny_models, me
     assert seen == [distinct], "generation encodes each distinct medium once; the passes reuse it"
     assert trainer.vision_patches == distinct
     trainer.args.vision_encode_once = False
+    trainer._share_prompt = False  # a shared prompt's media go through the tower once per group even per row
     loss_rows, _ = loss_and_grads(trainer, inputs)
     assert torch.allclose(loss_once, loss_rows, rtol=1e-5, atol=1e-7)
     assert seen[1] == G * distinct  # the per-row path: every copy encoded
