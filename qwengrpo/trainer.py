@@ -20,6 +20,7 @@ from .data.guard import RowGuard
 from .data.preflight import preflight, rejects_path
 from .device import model_load_kwargs
 from .dynamic_sampling import refill
+from .forward import MediaForward
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMedia, VisionCache, strip_media_columns
 from .media.refs import split_row
 from .media.resolver import Processed, media_model_inputs
@@ -37,7 +38,7 @@ from .models import (
     without_peft,
 )
 from .models.checkpoint import resolve_resume
-from .models.families import check_reward_coordinates, inner_model
+from .models.families import check_reward_coordinates
 from .models.suppress import reference_like_policy
 from .rewards import check_reward_columns
 from .rewards.checked import NonFiniteWatch, checked_rewards
@@ -99,9 +100,10 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
     - `_compute_loss`: opens the media scope of the training micro-batch (the `media` its inputs carry).
     - `_get_per_token_logps_and_entropies`: feeds every pass (old, reference, policy) its rows' image and video
       inputs from the scope; TRL's version slices image tensors only, so its loss forward never saw a video. TRL's
-      own loop runs, with the model wrapped so that each chunk's forward gets its rows' media (`_WithMedia`): each
-      distinct medium encoded once per call, or generation's outputs reused when the encoder is frozen; with
-      `share_prompt_in_logps`, the rows of a chunk that repeat one prompt forward it once (`models.shared_prompt`).
+      own loop runs, with the model wrapped so that each chunk's forward gets its rows' media
+      (`qwengrpo.forward.MediaForward`): each distinct medium encoded once per call, or generation's outputs reused
+      when the encoder is frozen; with `share_prompt_in_logps`, the rows of a chunk that repeat one prompt forward
+      it once (`models.shared_prompt`).
 
     Tool calls whose results are images (`tools=` / `environment_factory=`, e.g. `qwengrpo.tools`' crop and frames)
     are the mixin `qwengrpo.tools.turns.ToolTurns`: three more TRL hooks, which put each tool image through the media
@@ -368,7 +370,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
         if len(media) != input_ids.size(0):
             raise RuntimeError(f"{len(media)} rows of media for a batch of {input_ids.size(0)} sequences")
         return super()._get_per_token_logps_and_entropies(
-            _WithMedia(self, model, media, logits_to_keep if self._share_prompt else None),
+            MediaForward(self, model, media, logits_to_keep if self._share_prompt else None),
             input_ids,
             attention_mask,
             logits_to_keep,
@@ -410,46 +412,3 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
                 yield
         else:
             yield
-
-
-class _WithMedia:
-    """The model as TRL's log-prob loop calls it: chunk by chunk, in row order; each call gets its rows' media.
-    With `logits_to_keep` given, a chunk's rows that repeat one prompt forward it once (`models.shared_prompt`)."""
-
-    def __init__(
-        self, trainer: QwenGRPOTrainer, model: torch.nn.Module, media: list[RowMedia], logits_to_keep: int | None
-    ) -> None:
-        self.trainer, self.model, self.media, self.next_row = trainer, model, media, 0
-        self.logits_to_keep = logits_to_keep
-
-    def __call__(self, **model_inputs: Any) -> Any:
-        ids = model_inputs["input_ids"]
-        rows = self.media[self.next_row : self.next_row + ids.size(0)]
-        self.next_row += ids.size(0)
-        packing = None
-        if self.logits_to_keep is not None:
-            keys = [tuple(map(id, r.images + r.videos)) for r in rows]
-            packing = shared_prompt.plan(model_inputs, self.logits_to_keep, keys)
-        if packing is None:
-            model_inputs.update(self.trainer._media_inputs(self.model, rows, ids.device))
-            with self.trainer._stand_ins_off(self.model):
-                outputs = self.model(**model_inputs)
-        else:
-            outputs, model_inputs = self._shared(model_inputs, rows, packing)
-        if isinstance(deferred := model_inputs.get("mm_encoder_outputs"), DeferredEncoding):
-            self.trainer.vision_patches += deferred.vision.patches  # a fresh cache, encoded in that forward
-        return outputs
-
-    def _shared(self, model_inputs: dict[str, Any], rows: list[RowMedia], packing: shared_prompt.Packing):
-        """The packed forward: positions from the full chunk, media of each group's first row only."""
-        ids, trainer = model_inputs["input_ids"], self.trainer
-        grids = media_model_inputs(trainer.processing_class, rows, ids.device, pixels=False)
-        inner = inner_model(trainer.accelerator.unwrap_model(self.model))
-        positions = shared_prompt.full_positions(
-            inner, ids, model_inputs["attention_mask"], model_inputs["mm_token_type_ids"], grids
-        )
-        media = trainer._media_inputs(self.model, [rows[i] for i in packing.firsts], ids.device)
-        additive = trainer._model_config.get_text_config()._attn_implementation == "eager"
-        with trainer._stand_ins_off(self.model):
-            outputs = shared_prompt.shared_forward(self.model, model_inputs, packing, positions, media, additive)
-        return outputs, media

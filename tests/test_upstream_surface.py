@@ -126,7 +126,7 @@ def test_generate_encodes_media_in_its_multimodal_hook():
 
 
 def test_logps_loop_calls_the_model_chunk_by_chunk_in_row_order():
-    # `_WithMedia` hands each call the next rows' media: TRL must call the model once per chunk, in order, with
+    # `MediaForward` hands each call the next rows' media: TRL must call the model once per chunk, in order, with
     # keyword inputs only.
     source = inspect.getsource(GRPOTrainer._get_per_token_logps_and_entropies)
     assert "for start in range(0, input_ids.size(0), batch_size):" in source
