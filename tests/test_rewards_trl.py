@@ -6,6 +6,7 @@ from qwengrpo.rewards import (
     RepetitionPenaltyReward,
     SoftOverlongPunishmentReward,
     accuracy_reward,
+    get_reward,
     reasoning_accuracy_reward,
     think_format_reward,
 )
@@ -72,6 +73,9 @@ def test_repetition_and_overlong_rewards():
     repetition = RepetitionPenaltyReward(ngram_size=2)(completions=["x"] * 4, completion_ids=ids)
     overlong = SoftOverlongPunishmentReward(max_completion_len=100, soft_punish_cache=20)(completion_ids=ids)
     assert (repetition, overlong) == (pytest.approx([0.0, -0.75, -(1 - 1 / 89), 0.0]), [0.0, 0.0, -0.5, 0.0])
+    # DAPO's name for it (verl's `overlong_buffer`) reaches the same reward.
+    spelled = get_reward("overlong_buffer", max_completion_len=100, soft_punish_cache=20)
+    assert spelled == SoftOverlongPunishmentReward(100, 20) and spelled(completion_ids=ids) == overlong
 
 
 def test_repetition_penalty_must_not_be_positive():

@@ -14,6 +14,7 @@ from qwengrpo import QwenGRPOTrainer
 from qwengrpo.media import MediaBudget
 from qwengrpo.media.refs import split_row
 from qwengrpo.tools import load_chat_template, tool_environment
+from qwengrpo.tools.turns import ToolLoop
 from qwengrpo.tools.zoom import Crop, Frames
 
 
@@ -195,3 +196,19 @@ def test_tool_suffix_is_trls_when_the_budget_leaves_the_image_as_is(tiny_models,
         ours = trainer._get_tool_suffix_ids(messages)
         theirs = GRPOTrainer._get_tool_suffix_ids(trainer, messages)
     assert ours == theirs
+
+
+def test_tool_loop_knows_which_rows_each_turn_generates():
+    """Rows take part in a turn when their conversation grew and ends in a tool message, as TRL's loop leaves it."""
+    call = {"role": "assistant", "tool_calls": [{}]}
+    tool, answer = {"role": "tool", "content": "x"}, {"role": "assistant", "content": "done"}
+    conversations = [[call], [answer], [call], [call]]
+    loop = ToolLoop([[1], [2], [3], [4]], conversations)
+    conversations[0].append(tool)  # row 0's call ran
+    conversations[2].append(tool)  # row 2's call ran; row 3's result overflowed and TRL rolled it back
+    assert loop.turn_rows([[1, 9, 9], [3, 9]]) == [0, 2]
+    conversations[0] += [call, tool]  # row 0 calls again; row 2's next turn was empty, so TRL appended nothing
+    assert loop.turn_rows([[1, 9, 9, 9]]) == [0]
+    conversations[2].append(tool)  # a shape TRL no longer has: the trainer says so instead of mixing rows up
+    with pytest.raises(RuntimeError, match="the loop's shape changed"):
+        loop.turn_rows([[1, 9], [2, 9]])

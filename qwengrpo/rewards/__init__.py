@@ -58,6 +58,7 @@ _TRL_FACTORIES = {
     "get_cosine_scaled_reward": "cosine_scaled_reward",
     "get_repetition_penalty_reward": "repetition_penalty_reward",
     "get_soft_overlong_punishment": "soft_overlong_punishment_reward",
+    "overlong_buffer": "soft_overlong_punishment_reward",  # DAPO's (and verl's) name for the same shaping
 }
 
 
