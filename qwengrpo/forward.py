@@ -4,14 +4,16 @@ TRL's own loop a `MediaForward` in place of the model."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .media import RowMedia
+from .media import RowMedia, VisionCache
 from .media.resolver import media_model_inputs
-from .models import DeferredEncoding, shared_prompt
-from .models.families import inner_model
+from .models import DeferredEncoding, shared_prompt, vision_calls_skipped
+from .models.families import inner_model, without_peft
 
 if TYPE_CHECKING:
     from .trainer import QwenGRPOTrainer
@@ -36,8 +38,8 @@ class MediaForward:
             keys = [tuple(map(id, r.images + r.videos)) for r in rows]
             packing = shared_prompt.plan(model_inputs, self.logits_to_keep, keys)
         if packing is None:
-            model_inputs.update(self.trainer._media_inputs(self.model, rows, ids.device))
-            with self.trainer._stand_ins_off(self.model):
+            model_inputs.update(self._media_inputs(rows, ids.device))
+            with self._stand_ins_off():
                 outputs = self.model(**model_inputs)
         else:
             outputs, model_inputs = self._shared(model_inputs, rows, packing)
@@ -53,8 +55,41 @@ class MediaForward:
         positions = shared_prompt.full_positions(
             inner, ids, model_inputs["attention_mask"], model_inputs["mm_token_type_ids"], grids
         )
-        media = trainer._media_inputs(self.model, [rows[i] for i in packing.firsts], ids.device)
+        media = self._media_inputs([rows[i] for i in packing.firsts], ids.device)
         additive = trainer._model_config.get_text_config()._attn_implementation == "eager"
-        with trainer._stand_ins_off(self.model):
+        with self._stand_ins_off():
             outputs = shared_prompt.shared_forward(self.model, model_inputs, packing, positions, media, additive)
         return outputs, media
+
+    def _media_inputs(self, rows: list[RowMedia], device) -> dict[str, Any]:
+        """One forward's media: pixel tensors, or encoder outputs (once per distinct medium, one tower call per
+        kind) encoded for it or reused from generation."""
+        trainer, model = self.trainer, self.model
+        if not trainer.args.vision_encode_once:
+            return trainer.media.model_inputs(rows, device)
+        mode = "train" if model.training else "eval"
+        if trainer._reuse_vision and mode in trainer._vision_by_mode:
+            vision = trainer._vision_by_mode[mode]  # only a medium it lacks is encoded (none in the usual flow)
+        else:
+            vision = VisionCache(trainer.processing_class)
+        unwrapped = trainer.accelerator.unwrap_model(model)
+        if trainer._sync_vision and not trainer._reuse_vision:
+            # Encoded inside the forward, where every rank makes its tower calls in one order (models/sync.py).
+            inputs = media_model_inputs(trainer.processing_class, rows, device, pixels=False)
+            inputs["mm_encoder_outputs"] = DeferredEncoding(vision, without_peft(unwrapped), rows, device)
+            return inputs
+        with trainer.accelerator.autocast():
+            trainer._encode(vision, unwrapped, rows)
+        inputs = vision.model_inputs(rows, device)
+        if trainer._sync_vision:  # reused outputs: no rank calls the tower in this pass (`_stand_ins_off`)
+            inputs.setdefault("mm_encoder_outputs", {})
+        return inputs
+
+    @contextmanager
+    def _stand_ins_off(self) -> Iterator[None]:
+        """With reused encoder outputs no rank calls the tower in a log-prob pass, so none needs stand-ins."""
+        if self.trainer._sync_vision and self.trainer._reuse_vision:
+            with vision_calls_skipped(self.trainer.accelerator.unwrap_model(self.model)):
+                yield
+        else:
+            yield

@@ -25,14 +25,12 @@ from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMe
 from .media.refs import split_row
 from .media.resolver import Processed, media_model_inputs
 from .models import (
-    DeferredEncoding,
     apply_tuning,
     dummy_vision_forward,
     mm_token_type_ids,
     shared_prompt,
     suppress_in_head,
     sync_vision_calls,
-    vision_calls_skipped,
     vision_token_ids,
     vision_tower,
     without_peft,
@@ -379,36 +377,3 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
             compute_aux_loss,
             mm_token_type_ids=mm_token_type_ids(input_ids, self._model_config),
         )
-
-    def _media_inputs(self, model, rows: list[RowMedia], device) -> dict[str, Any]:
-        """One forward's media: pixel tensors, or encoder outputs (once per distinct medium, one tower call per
-        kind) encoded for it or reused from generation."""
-        if not self.args.vision_encode_once:
-            return self.media.model_inputs(rows, device)
-        mode = "train" if model.training else "eval"
-        if self._reuse_vision and mode in self._vision_by_mode:
-            vision = self._vision_by_mode[mode]  # only a medium it lacks is encoded (none in the usual flow)
-        else:
-            vision = VisionCache(self.processing_class)
-        unwrapped = self.accelerator.unwrap_model(model)
-        if self._sync_vision and not self._reuse_vision:
-            # Encoded inside the forward, where every rank makes its tower calls in one order (models/sync.py).
-            inputs = media_model_inputs(self.processing_class, rows, device, pixels=False)
-            base = without_peft(unwrapped)
-            inputs["mm_encoder_outputs"] = DeferredEncoding(vision, base, rows, device)
-            return inputs
-        with self.accelerator.autocast():
-            self._encode(vision, unwrapped, rows)
-        inputs = vision.model_inputs(rows, device)
-        if self._sync_vision:  # reused outputs: no rank calls the tower in this pass (`_stand_ins_off`)
-            inputs.setdefault("mm_encoder_outputs", {})
-        return inputs
-
-    @contextmanager
-    def _stand_ins_off(self, model) -> Iterator[None]:
-        """With reused encoder outputs no rank calls the tower in a log-prob pass, so none needs stand-ins."""
-        if self._sync_vision and self._reuse_vision:
-            with vision_calls_skipped(self.accelerator.unwrap_model(model)):
-                yield
-        else:
-            yield
