@@ -80,3 +80,21 @@ class KeywordReward:
     def __call__(self, completions, **kwargs) -> list[float]:
         texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
         return [self.bonus * (self.word in text) for text in texts]
+
+
+def fixed_or_spread(completions, fixed, **kwargs) -> list[float]:
+    """1 for every completion of a `fixed` row (its group has no spread); 0, 1 within every other group."""
+    return [1.0 if f else float(i % 2) for i, f in enumerate(fixed)]
+
+
+def dynamic_rows(media_dir, fixed: int) -> list[dict]:
+    """`fixed` text rows first (the first batch, with shuffling off), then free text, image and video rows."""
+    red, blue, right, left = (str(media_dir / n) for n in ("red.png", "blue.png", "right.mp4", "left.mp4"))
+    rows = [{"prompt": user(f"fixed {i}"), "images": [], "videos": [], "fixed": True} for i in range(fixed)]
+    rows += [
+        {"prompt": user(IMG, "free colour?"), "images": [red], "videos": [], "fixed": False},
+        {"prompt": user(VID, "free direction?"), "images": [], "videos": [right], "fixed": False},
+        {"prompt": user(IMG, VID, "free both?"), "images": [blue], "videos": [left], "fixed": False},
+        {"prompt": user("free text"), "images": [], "videos": [], "fixed": False},
+    ]
+    return rows

@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 from factories import make_trainer, snapshot, tiny_args
-from helpers import IMG, VID, user
+from helpers import dynamic_rows, fixed_or_spread
 
 from qwengrpo.dynamic_sampling import merge_outputs, refill_indices, select_rows, zero_spread
 
@@ -129,24 +129,6 @@ def test_config_refuses_groups_split_across_ranks(tmp_path, monkeypatch):
         tiny_args(tmp_path, max_resample_rounds=-1)
 
 
-def fixed_or_spread(completions, fixed, **kwargs) -> list[float]:
-    """1 for every completion of a `fixed` row (its group has no spread); 0, 1 within every other group."""
-    return [1.0 if f else float(i % 2) for i, f in enumerate(fixed)]
-
-
-def _rows(media_dir, fixed: int) -> list[dict]:
-    """`fixed` text rows first (the first batch, with shuffling off), then free text, image and video rows."""
-    red, blue, right, left = (str(media_dir / n) for n in ("red.png", "blue.png", "right.mp4", "left.mp4"))
-    rows = [{"prompt": user(f"fixed {i}"), "images": [], "videos": [], "fixed": True} for i in range(fixed)]
-    rows += [
-        {"prompt": user(IMG, "free colour?"), "images": [red], "videos": [], "fixed": False},
-        {"prompt": user(VID, "free direction?"), "images": [], "videos": [right], "fixed": False},
-        {"prompt": user(IMG, VID, "free both?"), "images": [blue], "videos": [left], "fixed": False},
-        {"prompt": user("free text"), "images": [], "videos": [], "fixed": False},
-    ]
-    return rows
-
-
 def _text(row) -> str:
     return " ".join(p["text"] for p in row.prompt[0]["content"] if p["type"] == "text")
 
@@ -168,7 +150,7 @@ def _counting_resolver(trainer) -> list[list[dict]]:
 
 
 def test_zero_spread_groups_are_replaced_by_media_rows(tiny_models, media_dir, tmp_path):
-    rows = _rows(media_dir, fixed=2)
+    rows = dynamic_rows(media_dir, fixed=2)
     trainer = make_trainer(
         tiny_models["qwen2_5_vl"],
         rows[:2] + rows,  # the first batch is the two fixed prompts
@@ -201,7 +183,7 @@ def test_zero_spread_groups_are_replaced_by_media_rows(tiny_models, media_dir, t
 
 def test_steps_per_generation_and_accumulation(tiny_models, media_dir, tmp_path):
     # One generation batch of 4 prompts serves 2 optimizer steps of 2 accumulated micro-batches of 1 prompt each.
-    rows = _rows(media_dir, fixed=3)
+    rows = dynamic_rows(media_dir, fixed=3)
     trainer = make_trainer(
         tiny_models["qwen2_5_vl"],
         rows,
@@ -230,7 +212,7 @@ def test_steps_per_generation_and_accumulation(tiny_models, media_dir, tmp_path)
 
 @pytest.mark.parametrize("rounds", [0, 2])
 def test_rounds_run_out_the_rest_is_masked(rounds, tiny_models, media_dir, tmp_path):
-    rows = _rows(media_dir, fixed=2)[:2]  # nothing but fixed prompts: no round can find spread
+    rows = dynamic_rows(media_dir, fixed=2)[:2]  # nothing but fixed prompts: no round can find spread
     trainer = make_trainer(
         tiny_models["qwen2_5_vl"],
         rows,
@@ -254,7 +236,7 @@ def test_rounds_run_out_the_rest_is_masked(rounds, tiny_models, media_dir, tmp_p
 
 
 def test_off_by_default_and_in_eval(tiny_models, media_dir, tmp_path):
-    rows = _rows(media_dir, fixed=2)[:2]
+    rows = dynamic_rows(media_dir, fixed=2)[:2]
     trainer = make_trainer(tiny_models["qwen2_5_vl"], rows, tmp_path, fixed_or_spread, eval_rows=rows, max_steps=1)
     trainer.train()
     assert not trainer.args.dynamic_sampling and not _logged(trainer, "dynamic_sampling/rounds")

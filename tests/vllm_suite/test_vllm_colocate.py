@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from factories import make_trainer, snapshot
-from helpers import IMG, rows_for, user
+from helpers import IMG, dynamic_rows, fixed_or_spread, rows_for, user
 from peft import LoraConfig
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -156,3 +156,32 @@ def test_restricted_sampling_is_the_policy(vllm_models, media_dir, tmp_path):
     trainer.train()
     assert max(sampling_diffs(trainer)) <= 1e-3
     assert {h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h} == {6}
+
+
+def test_dynamic_sampling_refills_through_vllm(vllm_models, media_dir, tmp_path):
+    """Refill rounds sample with vLLM too: the first batch holds only prompts without reward spread, so every group
+    trained on was drawn and sampled in a refill round, with vLLM's log-probs matching the trainer's."""
+    rows = dynamic_rows(media_dir, fixed=2)
+    trainer = make_trainer(
+        vllm_models["qwen2_5_vl"],
+        rows[:2] + rows,  # the first batch is the two fixed prompts
+        tmp_path,
+        fixed_or_spread,
+        **VLLM,
+        per_device_train_batch_size=4,
+        shuffle_dataset=False,
+        dynamic_sampling=True,
+        max_resample_rounds=4,
+        max_steps=2,
+    )
+    before = snapshot(trainer.model)
+    trainer.train()
+    batch = trainer._buffered_inputs[0]
+    texts = [" ".join(p["text"] for p in m.prompt[0]["content"] if p["type"] == "text") for m in batch["media"]]
+    assert not any(t.startswith("fixed") for t in texts), texts  # every kept group was sampled in a refill round
+    logged = [h for h in trainer.state.log_history if "dynamic_sampling/rounds" in h]
+    dropped = [h["dynamic_sampling/dropped_groups"] for h in logged]
+    assert len(dropped) == 2 and min(dropped) >= 2, dropped  # both fixed groups of each batch, over its rounds
+    diffs = sampling_diffs(trainer)
+    assert len(diffs) == 2 and max(diffs) <= 1e-3, diffs
+    assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
