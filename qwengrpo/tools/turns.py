@@ -87,8 +87,7 @@ class ToolTurns:
     """Mixin for `QwenGRPOTrainer`: tool images through the media layer (see the module docstring).
 
     Uses the trainer's batch scope (`_scoped()`: `media`, `vision`, `tool_media`, `tool_distinct`, `tool_loop`,
-    `generating`), its
-    `media` resolver and `processing_class`.
+    `generating`), its `media` resolver and `processing_class`.
     """
 
     def _tool_call_loop(self, prompts, prompt_ids, completion_ids, completions, logprobs, images, multimodal_fields):
