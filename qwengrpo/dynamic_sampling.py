@@ -161,7 +161,8 @@ def refill(trainer: QwenGRPOTrainer, output: dict[str, Any], rewards: torch.Tens
         indices = refill_indices(
             len(dataset), count, seed=args.seed, step=trainer.state.global_step, round=rounds, rank=rank
         )
-        rows = [dict(dataset[i]) for i in indices for _ in range(size)]  # G copies, as TRL's sampler lays them out
+        # G copies, as TRL's sampler lays them out; each row read once (a dataset decodes embedded images per read)
+        rows = [dict(row) for row in (dataset[i] for i in indices) for _ in range(size)]
         output, rewards = trainer._score_rows(rows, continued=True)
     unfilled = int(need[rank])
     if unfilled:

@@ -102,7 +102,7 @@ class ToolTurns:
         finally:
             batch.tool_loop = None
         for i, messages in enumerate(completions):
-            batch.media[i] = with_tools(batch.media[i], [batch.tool_media[id(im)] for im in tool_images(messages)])
+            batch.media[i] = with_tools(batch.media[i], _resolved(batch, messages))
         # The rows' media now hold the tool images; TRL would preprocess them once more for loss inputs it never
         # gets to use here (the log-prob passes take the rows' media).
         return (*out, [[] for _ in trl_images])
@@ -150,7 +150,7 @@ class ToolTurns:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations)
         loop = batch.tool_loop
         rows = [
-            with_tools(batch.media[i], [batch.tool_media[id(im)] for im in tool_images(loop.completions[i])], ids)
+            with_tools(batch.media[i], _resolved(batch, loop.completions[i]), ids)
             for i, ids in zip(loop.turn_rows(prompt_ids), prompt_ids, strict=True)
         ]
         fields: dict[str, Any] = media_model_inputs(self.processing_class, rows, pixels=batch.vision is None)
@@ -163,6 +163,11 @@ class ToolTurns:
             return super()._generate_single_turn(prompt_ids, None, fields, num_generations)
         finally:
             batch.generating = None
+
+
+def _resolved(batch, messages: list[dict]) -> list[Processed]:
+    """The media layer's tensors of a conversation's tool images, resolved in `_get_tool_suffix_ids`."""
+    return [batch.tool_media[id(image)] for image in tool_images(messages)]
 
 
 def _placeholders(content: Any) -> Any:
