@@ -124,13 +124,12 @@ def test_a_killed_server_ends_the_run_and_the_checkpoint_resumes_the_same_prompt
         assert cut.state.global_step == 2
     finally:
         stop(proc)
-    resumed = make_trainer(
-        model, rows, tmp_path / "cut", **async_args(server, **settings, resume_from_checkpoint=True)
-    )
+    checkpoint = tmp_path / "cut" / "out" / "checkpoint-2"  # the last complete one
+    resumed = make_trainer(model, rows, tmp_path / "cut", **async_args(server, **settings))
     again = Prompts(resumed)
     resumed.add_callback(again)
-    resumed.train()
-    assert again.steps == {s: seen.steps[s] for s in (3, 4)}
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert again.steps == {s: seen.steps[s] for s in (3, 4)} and seen.steps[3] != seen.steps[2]
 
 
 def test_a_stalled_server_is_named(vllm_models, media_dir, tmp_path):
