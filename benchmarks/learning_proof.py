@@ -46,17 +46,12 @@ def run(
     vllm: bool = False,
     loss_type: str = "dapo",
     dynamic_sampling: bool = False,
-    asynchronous: bool = False,
+    port: int | None = None,
 ) -> dict[str, float]:
     model_dir = build_tiny_model("qwen2_5_vl", root / "model", seed=seed, **(VLLM_WIDTH if vllm else {}))
-    server = {}
-    if asynchronous:
-        from bench_async import free_port, start_server
-
-        port = free_port()
-        proc = start_server(model_dir, port, root / "server.log", core=None)
-        server = {"vllm_mode": "server", "vllm_server_port": port, "vllm_server_host": "127.0.0.1"}
-        server["async_rollouts"] = True
+    # `port`: a server started from the same model (same seed); each run's first weight sync makes it this run's
+    server = {"vllm_mode": "server", "vllm_server_host": "127.0.0.1", "vllm_server_port": port, "async_rollouts": True}
+    server = server if port is not None else {}
     tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
     train_rows = make_rows(root / "train", 48, seed=seed, blind=blind)
     held_out = make_rows(root / "held_out", 24, seed=seed + 1, blind=blind)
@@ -84,21 +79,14 @@ def run(
         dynamic_sampling=dynamic_sampling,
         **server,
     )
-    try:
-        trainer = QwenGRPOTrainer(
-            str(model_dir), colour_reward, args=args, train_dataset=Dataset.from_list(train_rows)
-        )
-        start = expected_reward(trainer.model, trainer.media, held_out)
-        trainer.train()
-        end = expected_reward(trainer.model, trainer.media, held_out)
-    finally:
-        if asynchronous:
-            proc.terminate()
-            proc.wait(timeout=60)
+    trainer = QwenGRPOTrainer(str(model_dir), colour_reward, args=args, train_dataset=Dataset.from_list(train_rows))
+    start = expected_reward(trainer.model, trainer.media, held_out)
+    trainer.train()
+    end = expected_reward(trainer.model, trainer.media, held_out)
     result = {"start": round(start, 4), "end": round(end, 4)}
     if vllm:
         result["sampling_logp_diff"] = max(h[DIFF] for h in trainer.state.log_history if DIFF in h)
-    if asynchronous:
+    if port is not None:
         result["max_staleness"] = max(
             h["rollout/staleness"] for h in trainer.state.log_history if "rollout/staleness" in h
         )
@@ -126,10 +114,21 @@ def main() -> None:
     logging.disable(logging.WARNING)
     settings = {"steps": args.steps, "vllm": args.vllm, "loss_type": args.loss_type}
     settings["dynamic_sampling"] = args.dynamic_sampling
-    settings["asynchronous"] = args.asynchronous
     with tempfile.TemporaryDirectory() as tmp:
-        seen = run(Path(tmp) / "seen", blind=False, **settings)
-        blind = run(Path(tmp) / "blind", blind=True, **settings)
+        server = None
+        if args.asynchronous:
+            from bench_async import free_port, start_server
+
+            settings["port"] = free_port()
+            model = build_tiny_model("qwen2_5_vl", Path(tmp) / "model", seed=0, **VLLM_WIDTH)
+            server = start_server(model, settings["port"], Path(tmp) / "server.log", core=None)
+        try:
+            seen = run(Path(tmp) / "seen", blind=False, **settings)
+            blind = run(Path(tmp) / "blind", blind=True, **settings)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=60)
     result = {"chance": round(CHANCE, 4), "seen": seen, "blind": blind}
     if args.vllm:
         result["sampling_logp_diff"] = max(seen.pop("sampling_logp_diff"), blind.pop("sampling_logp_diff"))

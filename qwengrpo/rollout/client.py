@@ -87,10 +87,14 @@ class ServerEngine:
                 try:
                     self._call("/health", timeout=self.timeout)
                 except ConnectionError:
-                    raise ConnectionError(
-                        f"vLLM server at {self.base_url} stopped answering during {path} (no reply to /health within "
-                        f"{self.timeout:.0f} s, vllm_server_timeout)"
-                    ) from None
+                    why = f"no reply to /health within {self.timeout:.0f} s, vllm_server_timeout"
+                except RuntimeError as exc:  # it answered that its engine died
+                    why = str(exc).rsplit(": ", 1)[-1]
+                else:
+                    continue
+                raise ConnectionError(
+                    f"vLLM server at {self.base_url} stopped answering during {path} ({why})"
+                ) from None
 
     def _call(self, path: str, body: bytes | None = None, timeout: float | None = None) -> bytes:
         url = self.base_url + path

@@ -26,6 +26,7 @@ but never trained on (the run ended, or failed) is dropped.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ class Ahead:
     """A generation batch sent to the server before its turn: the rows after the media layer (a bad row replaced),
     their media, the vision cache holding the encoder outputs sent, and the weight version that samples it."""
 
+    batch: list[dict]  # the dataloader's item, as the training loop will hand it over
     inputs: list[dict]
     media: list[RowMedia]
     vision: VisionCache
@@ -94,7 +96,8 @@ class Pipeline:
 
     def take(self, batch: list[dict]) -> Ahead | None:
         """What was sent for this generation batch, if it was (eval batches and refills never are)."""
-        return self.ahead.pop(id(batch), None)
+        ahead = self.ahead.pop(id(batch), None)
+        return ahead if ahead is not None and ahead.batch is batch else None
 
     def before_batch(self, trainer: Any, batch: list[dict]) -> None:
         """Called for every training micro-step before TRL's `_prepare_inputs`; acts at generation points."""
@@ -106,12 +109,12 @@ class Pipeline:
             return
         rollout, step = trainer._rollout, trainer.state.global_step
         current = self.ahead.get(id(batch))
-        if current is not None and step - current.version > self.max_staleness:
+        if current is not None and (current.batch is not batch or step - current.version > self.max_staleness):
             self.ahead.pop(id(batch))  # sent too long ago (uneven epochs): sampled again below
             rollout.forget(current.media)
             current = None
         later = []  # (item, optimizer steps from now until it starts training)
-        for d in range(1, self.max_staleness + 1):
+        for d in itertools.count(1):
             steps = (trainer._step + d * self.generate_every) // self.accumulation - trainer._step // self.accumulation
             item = reader.at(index + d * self.generate_every)
             if steps > self.max_staleness or item is None:
@@ -132,7 +135,7 @@ class Pipeline:
         with trainer._batch(inputs, media, vision):
             trainer.rollout_media()  # encodes every medium once, with the tower as it is now
         trainer._rollout.submit(media, vision)
-        return Ahead(inputs, media, vision, trainer._rollout.version)
+        return Ahead(batch, inputs, media, vision, trainer._rollout.version)
 
 
 class AsyncRollouts:

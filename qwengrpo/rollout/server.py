@@ -80,8 +80,15 @@ def _handler(engine: VLLMEngine) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/health":
-                self._reply(b"ok", "text/plain")
+            if self.path == "/health":  # the engine process too: a server whose engine died must not look alive
+                dead = engine.llm.llm_engine.engine_core.resources.engine_dead
+                self._reply(
+                    *(
+                        (b"vLLM's engine process died", "text/plain", HTTPStatus.SERVICE_UNAVAILABLE)
+                        if dead
+                        else (b"ok", "text/plain")
+                    )
+                )
             elif self.path == "/info":
                 self._reply(json.dumps(engine.info()).encode(), "application/json")
             else:

@@ -12,7 +12,10 @@ import pytest
 from factories import make_trainer, snapshot
 from helpers import rows_for
 from test_vllm_server import server_args, start_server, stop
-from transformers import TrainerCallback
+from transformers import AutoTokenizer, TrainerCallback
+
+from qwengrpo.rollout import RolloutRequest
+from qwengrpo.rollout.client import ServerEngine
 
 pytest.importorskip("vllm")
 
@@ -42,6 +45,21 @@ class Prompts(TrainerCallback):
 
 def async_args(port: int, **overrides) -> dict:
     return {**server_args(port), "async_rollouts": True, **overrides}
+
+
+def test_no_batch_is_sampled_by_a_half_applied_update(server, vllm_models):
+    # Trainer A sends the first group of an update and stops there (it died): the server samples nothing meanwhile,
+    # and the next whole update (its closing call) lets sampling go on, under the new version.
+    url = f"http://127.0.0.1:{server}"
+    first, second = ServerEngine(url, 30), ServerEngine(url, 30)
+    first.load_weights([], version=99, last=False)
+    ids = AutoTokenizer.from_pretrained(vllm_models["qwen2_5_vl"])("hello").input_ids
+    sent = second.submit([RolloutRequest(ids, ids, n=2)], {"max_tokens": 2, "logprobs": 0})
+    with pytest.raises(TimeoutError):
+        sent.result(timeout=5)
+    first.load_weights([], version=100, last=True)
+    (sampled,) = second.result(sent)
+    assert sampled.version == 100 and len(sampled.completions) == 2
 
 
 def test_async_samples_ahead_with_the_sampling_weights_media(server, vllm_models, media_dir, tmp_path):
