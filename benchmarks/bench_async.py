@@ -21,8 +21,10 @@ a shared machine other processes take cores too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -116,7 +118,7 @@ def start_server(model: Path, port: int, log: Path, core: str | None = SERVER_CO
     if core is not None:
         cmd = ["taskset", "-c", core, *cmd]
         env |= {"OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": core}
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -128,6 +130,16 @@ def start_server(model: Path, port: int, log: Path, core: str | None = SERVER_CO
             time.sleep(2)
     proc.kill()
     raise RuntimeError("vllm-serve did not start within 600 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """The server and whatever is left of its engine's processes (its own process group)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -175,8 +187,7 @@ def main() -> None:
                     raise RuntimeError(f"{mode} run failed:\n{out.stderr[-4000:]}")
                 runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
         finally:
-            server.terminate()
-            server.wait(timeout=60)
+            stop_server(server)
     load.append(round(os.getloadavg()[0], 2))
     sync, asyn = runs["sync"], runs["async"]
     result = {

@@ -117,7 +117,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = None
         if args.asynchronous:
-            from bench_async import free_port, start_server
+            from bench_async import free_port, start_server, stop_server
 
             settings["port"] = free_port()
             model = build_tiny_model("qwen2_5_vl", Path(tmp) / "model", seed=0, **VLLM_WIDTH)
@@ -127,8 +127,7 @@ def main() -> None:
             blind = run(Path(tmp) / "blind", blind=True, **settings)
         finally:
             if server is not None:
-                server.terminate()
-                server.wait(timeout=60)
+                stop_server(server)
     result = {"chance": round(CHANCE, 4), "seen": seen, "blind": blind}
     if args.vllm:
         result["sampling_logp_diff"] = max(seen.pop("sampling_logp_diff"), blind.pop("sampling_logp_diff"))

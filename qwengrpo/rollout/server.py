@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         in_process=False,
     )
     server = ThreadingHTTPServer((args.host, args.port), _handler(engine))
+    # `kill` (SIGTERM) ends it like Ctrl-C: the interpreter then exits normally and vLLM's cleanup stops its engine
+    # processes, which the default SIGTERM action would leave running.
+    signal.signal(signal.SIGTERM, _interrupt)
     logger.info("vLLM server for %s listening on http://%s:%d", args.model, args.host, server.server_address[1])
     try:
         server.serve_forever()
@@ -70,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _handler(engine: VLLMEngine) -> type[BaseHTTPRequestHandler]:

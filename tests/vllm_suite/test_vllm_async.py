@@ -5,13 +5,12 @@ or stalls named in one error with the last checkpoint resumable on the same prom
 from __future__ import annotations
 
 import math
-import os
 import signal
 
 import pytest
 from factories import make_trainer, snapshot
 from helpers import rows_for
-from test_vllm_server import server_args, start_server, stop
+from test_vllm_server import kill, server_args, start_server, stop
 from transformers import AutoTokenizer, TrainerCallback
 
 from qwengrpo.rollout import RolloutRequest
@@ -112,14 +111,17 @@ def test_max_staleness_0_is_the_synchronous_path(server, vllm_models, media_dir,
 
 
 class Interrupt(TrainerCallback):
-    """Kills (or stops) the server at the end of an optimizer step."""
+    """Kills (the server and its engine) or stops (its HTTP process) the server at the end of an optimizer step."""
 
     def __init__(self, proc, step: int, sig: int) -> None:
         self.proc, self.step, self.sig = proc, step, sig
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
-            self.proc.send_signal(self.sig)
+            if self.sig == signal.SIGKILL:
+                kill(self.proc)
+            else:
+                self.proc.send_signal(self.sig)
 
 
 def test_a_killed_server_ends_the_run_and_the_checkpoint_resumes_the_same_prompts(
@@ -163,5 +165,4 @@ def test_a_stalled_server_is_named(vllm_models, media_dir, tmp_path):
         with pytest.raises(ConnectionError, match=rf"vLLM server at http://127.0.0.1:{port} stopped answering"):
             trainer.train()
     finally:
-        os.kill(proc.pid, signal.SIGCONT)
-        stop(proc)
+        kill(proc)
