@@ -17,7 +17,7 @@ from trl import GRPOTrainer
 
 from .config import QwenGRPOConfig
 from .data.guard import RowGuard
-from .data.preflight import preflight, rejects_path
+from .data.preflight import preflight_splits, rejects_path
 from .dynamic_sampling import Refill, refill
 from .forward import MediaForward, PassMedia, VisionEncoder
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMedia, VisionCache, strip_media_columns
@@ -28,7 +28,6 @@ from .models.checkpoint import resolve_resume
 from .models.families import check_reward_coordinates
 from .models.policy import load_policy, prepare_policy
 from .models.suppress import reference_like_policy
-from .rewards import check_reward_columns
 from .rewards.checked import NonFiniteWatch, checked_rewards
 from .rollout.pipeline import AsyncRollouts, Pipeline
 from .tool_turns import ToolLoop, ToolTurns
@@ -68,12 +67,13 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, AsyncRollouts, GRPOTrainer)
 
     Overridden TRL methods (six), and why each must be:
 
-    - `__init__`: loads the model/processor, applies freezing and last-K LoRA, excludes vision tokens from the
-      policy's own head (TRL suppresses only the image pad token, and in sampling only), checks that the dataset has
-      every column the rewards need and fits vLLM's limits, runs the pre-flight checks (`qwengrpo.data.preflight`,
-      once, on the main process), wraps rewards so a bad output names the reward and the row
-      (`qwengrpo.rewards.checked`), builds the media resolver, and plugs qwengrpo's vLLM backend into TRL's
-      `rollout_func` seam (TRL's own backend sends vLLM images only, never video or encoder outputs).
+    - `__init__`: a list of named steps on a copy of the caller's config: load the model and processor
+      (`models.policy.load_policy`); freezing, last-K LoRA and the policy's head, with vision tokens excluded (TRL
+      suppresses only the image pad token, and in sampling only: `models.policy.prepare_policy`); start vLLM; wrap
+      rewards so a bad output names the reward and the row (`qwengrpo.rewards.checked`); the pre-flight checks
+      (the rewards' columns, vLLM's limits; `qwengrpo.data.preflight`, once, on the main process); TRL's own
+      constructor with qwengrpo's vLLM backend in its `rollout_func` seam (TRL's sends vLLM images only, never
+      video or encoder outputs: `_init_trl`); the media resolver and guards (`_init_media`); logging.
     - `_generate_and_score_completions`: resolves the batch's media once (a row that fails is named by file and
       line, and in skip mode replaced: `qwengrpo.data.guard`), calls TRL on media-free rows inside a scope that
       holds the batch's media, and attaches each row's media to the output, so shuffling/splitting carries it per
@@ -99,10 +99,14 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, AsyncRollouts, GRPOTrainer)
     `qwengrpo.rollout.pipeline.AsyncRollouts` (two more hooks) sends batches to the vLLM server ahead of their turn.
 
     Media never pass between hooks through instance state: the two entry points open a scope (`_batch`) that the
-    hooks TRL calls inside them read, and a hook called outside one fails. The completions table with each row's
-    media is a callback (`qwengrpo.tracking.CompletionsTable`). Workarounds for Trainer behaviour (epoch-positioned
-    resume sampler, full-checkpoint and best-model loading, atomic checkpoints, `use_cache` in saved models) are a
-    mixin in `qwengrpo.workarounds`, each with the condition under which it can go.
+    hooks TRL calls inside them read, and a hook called outside one fails. What outlives one TRL call travels in
+    TRL's own buffered inputs (`_buffered_inputs`, kept across the steps a generation batch trains), per row: its
+    media (`media`) and the vision cache generation encoded them into (`vision`), which the log-prob passes reuse
+    when the encoder is frozen. A pass gets all it needs as one object (`qwengrpo.forward.PassMedia`), dynamic
+    sampling a `Refill`; `last_batch_media` is kept for inspection only, and no hook reads it. The completions
+    table with each row's media is a callback (`qwengrpo.tracking.CompletionsTable`). Workarounds for Trainer
+    behaviour (epoch-positioned resume sampler, full-checkpoint and best-model loading, atomic checkpoints,
+    `use_cache` in saved models) are a mixin in `qwengrpo.workarounds`, each with when it can go.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
@@ -118,7 +122,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, AsyncRollouts, GRPOTrainer)
         self._max_prompt_tokens = min([*own, *limits], key=lambda limit: limit.tokens, default=None)
         reward_funcs = checked_rewards(reward_funcs)  # a bad reward output names the reward and the row
         check_reward_coordinates(reward_funcs, model.config.model_type)
-        kwargs |= _checked_splits(kwargs, reward_funcs, args, limits)
+        kwargs |= preflight_splits(kwargs, reward_funcs, args, limits)
         if isinstance(kwargs.get("environment_factory"), dict):
             raise ValueError(
                 "environment_factory: one environment class per run (a dict of environments would need each row's "
@@ -379,19 +383,3 @@ def _start_rollout(model, args: QwenGRPOConfig, suppress: list[int], kwargs: dic
     from .rollout import start_rollout  # vLLM's modules load only in runs that sample with it
 
     return start_rollout(model, args, suppress, kwargs)
-
-
-def _checked_splits(kwargs: dict[str, Any], reward_funcs: list, args: QwenGRPOConfig, limits: list) -> dict[str, Any]:
-    """The train and eval datasets after the pre-flight (`qwengrpo.data.preflight`: once, on the main process), a
-    missing gold column failing here rather than after the first generation batch."""
-    dataset = kwargs.get("train_dataset")
-    if dataset is None or getattr(dataset, "column_names", None) is None:
-        return {}
-    check_reward_columns(reward_funcs, [*dataset.column_names, "media"])
-    processor = kwargs["processing_class"]
-    # vLLM's prompt limit goes beside `max_prompt_tokens`, named as such in the errors.
-    checked = {"reward_funcs": reward_funcs, "chat_template_kwargs": args.chat_template_kwargs, "limits": limits}
-    splits = {"train_dataset": preflight(dataset, processor, args, **checked)}
-    if getattr(evals := kwargs.get("eval_dataset"), "column_names", None) is not None:  # held-out rows: same checks
-        splits["eval_dataset"] = preflight(evals, processor, args, **checked, split="eval")
-    return splits
