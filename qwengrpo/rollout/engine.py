@@ -94,6 +94,13 @@ class VLLMEngine:
         self.limits = {k: (v if keeps_tower else None) for k, v in limits.items()}  # None: no per-prompt limit
         self.version = 0  # of the weights loaded last (`load_weights`' caller sets it once a whole update is in)
 
+    def dead(self) -> bool:
+        """Whether vLLM's engine process died. Only an engine core in a process of its own can die alone; vLLM runs it
+        in this process instead (a client without `resources`) when `VLLM_ENABLE_V1_MULTIPROCESSING=0`, which its
+        in-process launcher sets in the environment a server started from that process inherits."""
+        resources = getattr(self.llm.llm_engine.engine_core, "resources", None)
+        return resources is not None and resources.engine_dead
+
     def info(self) -> dict[str, Any]:
         return {
             "model": self.config.model,

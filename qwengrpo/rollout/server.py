@@ -89,7 +89,7 @@ def _handler(engine: VLLMEngine) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/health":  # the engine process too: a server whose engine died must not look alive
-                dead = engine.llm.llm_engine.engine_core.resources.engine_dead
+                dead = engine.dead()
                 self._reply(
                     *(
                         (b"vLLM's engine process died", "text/plain", HTTPStatus.SERVICE_UNAVAILABLE)
