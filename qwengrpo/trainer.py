@@ -5,20 +5,19 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from accelerate.utils import gather_object
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoProcessor
 from trl import GRPOTrainer
 
 from ._upstream import TrainerWorkarounds, fix_rope_index
 from .config import QwenGRPOConfig
 from .data.guard import RowGuard
 from .data.preflight import preflight, rejects_path
-from .device import model_load_kwargs
 from .dynamic_sampling import refill
 from .forward import MediaForward
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMedia, VisionCache, strip_media_columns
@@ -37,6 +36,7 @@ from .models import (
 )
 from .models.checkpoint import resolve_resume
 from .models.families import check_reward_coordinates
+from .models.loading import honoured_init_kwargs, load_policy
 from .models.suppress import reference_like_policy
 from .rewards import check_reward_columns
 from .rewards.checked import NonFiniteWatch, checked_rewards
@@ -117,14 +117,17 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
         args = args or QwenGRPOConfig(output_dir="outputs/qwengrpo")
         model_id = model = resolve_model(model) if isinstance(model, str) else model  # tiny:<family> too
-        if isinstance(model, str):
-            model = AutoModelForImageTextToText.from_pretrained(model_id, **model_load_kwargs(args.model_init_kwargs))
+        loaded_here = isinstance(model, str)
+        if loaded_here:
+            model = load_policy(model_id, args, kwargs.get("quantization_config"))
         if kwargs.get("processing_class") is None:
             path = model_id if isinstance(model_id, str) else model.config._name_or_path
             kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")
         if args.chat_template_path:
             kwargs["processing_class"].chat_template = load_chat_template(args.chat_template_path)
-        if args.lora_last_k or kwargs.get("peft_config") is None:
+        if args.lora_last_k and kwargs.get("peft_config") is not None:
+            raise ValueError("lora_last_k and peft_config both ask for LoRA adapters; use one of them")
+        if kwargs.get("peft_config") is None:  # with TRL's `peft_config`, PEFT decides what trains, as in TRL
             model = apply_tuning(model, args)
         # The policy is the model with vision placeholders (and any `suppress_tokens`) excluded from its own head,
         # so every sampler and every log-prob pass see one distribution (`qwengrpo.models.suppress`).
@@ -161,7 +164,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
         # TRL's own vLLM backend sends images only (no video, no encoder outputs); ours is attached below.
         use_vllm, args.use_vllm = args.use_vllm, False
         try:
-            with reference_like_policy(suppress):
+            with reference_like_policy(suppress), honoured_init_kwargs() if loaded_here else nullcontext():
                 super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         finally:
             args.use_vllm = use_vllm
