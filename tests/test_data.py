@@ -299,6 +299,35 @@ def test_media_root_defaults_to_the_data_files_folder(tmp_path, media):
     assert train[0]["images"] == [str(media / "photo 1.png")]
 
 
+@pytest.mark.parametrize("fmt", ["hf", "conversations"])
+def test_relative_media_resolve_under_media_root_then_the_data_files_folder(tmp_path, media, fmt):
+    # The table sits beside its own `sub/` folder; media_root names where the rest of the media are.
+    (tmp_path / "sub").mkdir()
+    write_image(tmp_path / "sub" / "local.png")
+    names = ["photo 1.png", "./sub/local.png", "sub/nowhere.png"]
+    if fmt == "hf":
+        rows = [{"image": n, "problem": "What colour?", "solution": "red"} for n in names]
+        columns = {"question": "problem", "answer": "solution"}
+    else:
+        rows, columns = [conv("What colour?", "red", image=n) for n in names], {}
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(rows))
+    cfg = {"format": fmt, "train": str(path), "media_root": str(media), "columns": columns}
+    train, _ = load_dataset(cfg)
+    images = [row.get("image") or (row.get("images") or [None])[0] for row in train]
+    assert images[:2] == [str(media / "photo 1.png"), str(tmp_path / "sub" / "local.png")]
+    assert train["_error"][2] == (
+        f"missing_media: image file not found: {media / 'sub/nowhere.png'} (looked for 'sub/nowhere.png' under "
+        f"dataset.media_root {media}, then the data file's folder {tmp_path})"
+    )
+    # A medium the text does not place is shown before the question, as TRL places it.
+    assert _text(train[1]["prompt"][0]["content"]) == "<image>What colour?"
+    # media_root_only: media_root alone, so the data file's folder is not searched.
+    train, _ = load_dataset({**cfg, "media_root_only": True})
+    assert train["_error"][1] == ""  # the validator reports the file missing, under media_root
+    assert (train[1].get("image") or train[1]["images"][0]) == str(media / "sub" / "local.png")
+
+
 def test_unreadable_lines_become_marked_rows(tmp_path, caplog):
     path = write_jsonl(
         tmp_path / "t.jsonl",

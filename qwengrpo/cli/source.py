@@ -21,6 +21,7 @@ _FORMAT_KEYS = (
     ("prompt", "rows"),
     ("frames", "frames"),
     ("group_id", "group_qc"),
+    ("problem_type", "video_r1"),  # Video-R1-260k.json and its SFT / eval files
 )
 # Files that only the `hf` format (Hugging Face `datasets`) reads.
 _HF_SUFFIXES = (".parquet", ".csv", ".arrow")

@@ -20,6 +20,7 @@ from .prompts import (
     kind,
     media_entries,
     media_path,
+    media_roots,
     message,
     path_list,
     place_media,
@@ -28,6 +29,7 @@ from .prompts import (
     with_system,
 )
 from .segmentation import segmentation_row
+from .video_r1 import video_r1_row
 
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _KINDS = ("image", "video")
@@ -242,9 +244,10 @@ ADAPTERS = {
     "rows": trainer_row,
     "group_qc": group_qc_row,
     "segmentation": segmentation_row,
+    "video_r1": video_r1_row,
 }
 
 
 def default_root(cfg: DatasetConfig, data_file: str) -> str:
-    """Relative media paths resolve against `media_root`, else against the data file's folder."""
-    return os.path.abspath(cfg.media_root) if cfg.media_root else os.path.dirname(os.path.abspath(data_file))
+    """Relative media paths resolve against `media_root`, then against the data file's folder (`media_roots`)."""
+    return media_roots(cfg, os.path.dirname(os.path.abspath(data_file)))

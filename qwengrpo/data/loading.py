@@ -17,7 +17,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 
 from .adapters import ADAPTERS, default_root, hf_row
 from .config import DatasetConfig
-from .prompts import RowError, outside_root
+from .prompts import RowError, media_roots, outside_root
 from .readers import DataFileError, parse_row, read_records
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def _load_hf(cfg: DatasetConfig, source: str | list[str], split: str) -> Dataset
         raise ValueError("dataset.format 'hf' takes one dataset: a save_to_disk folder or a builder name")
     dataset = _open_hf(source, split)
     folder = source if os.path.isdir(source) else os.path.dirname(source) if os.path.isfile(source) else "."
-    root = os.path.abspath(cfg.media_root or folder or ".")
+    root = media_roots(cfg, folder or ".")
     _check_columns(cfg, dataset.column_names, source)
     image_col, answer_col = cfg.column("image"), cfg.column("answer")
     embedded = image_feature(dataset.features.get(image_col), decode=False)

@@ -30,6 +30,7 @@ from .trl_rewards import (
     think_format_reward,
 )
 from .verdict import verdict_format, verdict_label
+from .video_r1 import VideoR1Accuracy
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -45,6 +46,7 @@ REWARDS: dict[str, RewardFunc | type] = {
     "temporal_iou": temporal_iou,
     "sam2_points": Sam2Points,
     "negative_points": NegativePoints,
+    "video_r1_accuracy": VideoR1Accuracy,
     # TRL's rewards, under the names TRL logs them with.
     "accuracy_reward": accuracy_reward,
     "reasoning_accuracy_reward": reasoning_accuracy_reward,
@@ -148,6 +150,7 @@ __all__ = [
     "RewardFunc",
     "Sam2Points",
     "SoftOverlongPunishmentReward",
+    "VideoR1Accuracy",
     "accuracy_reward",
     "check_reward_columns",
     "get_reward",
