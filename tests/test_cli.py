@@ -156,7 +156,9 @@ def test_format_flag_is_used_for_data_files(tmp_path, media_dir, capsys):
     row = {"image": str(media_dir / "red.png"), "mask": str(media_dir / "red.png"), "question": "the square"}
     data = write_jsonl(tmp_path / "seg.jsonl", [row])
     assert cli(["validate", data]) == 1
-    assert "cannot tell the format" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot tell the format" in err and "pass --format, one of conversations, frames, " in err
+    assert all(fmt in err for fmt in ("segmentation", "video_r1 (a 'problem_type' key)", "hf: .parquet"))
     assert cli(["validate", data, "--format", "segmentation"]) == 0
     assert "1 rows checked" in capsys.readouterr().out
 

@@ -88,7 +88,10 @@ def _score(problem_type: Any, answer: str, gold: str) -> float | None:
 
 @dataclass(frozen=True)
 class VideoR1Accuracy:
-    """Video-R1's accuracy by `problem_type` (see the module docstring); `column` holds the gold solution.
+    """Video-R1's accuracy by each row's `problem_type`: exact choice letter, number equal at 2 decimals, 1 − word
+    error rate (OCR), mean ROUGE-1/2/L F-measure (free-form), 1 − relative error (regression); 0 without answer tags.
+
+    `column` holds the gold solution, `type_column` the problem type; details in the module docstring.
 
     >>> scores = VideoR1Accuracy()(
     ...     ["<answer>B</answer>", "<answer>3.0</answer>", "<answer>12</answer>", "B"],
