@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from dataclasses import fields
@@ -98,3 +100,16 @@ def test_trl_grpo_vlm_script_trains_two_steps(tiny_models, tmp_path):
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
     assert (out / "adapter_model.safetensors").exists()
+
+
+def test_readme_trl_command_parses():
+    # The README's launch line, flags and all, is one the script's parser takes (a model hub is not reachable here).
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"accelerate launch recipes/trl_grpo_vlm\.py (.*?)\n```", readme, re.S).group(1)
+    argv = shlex.split(command.replace("\\\n", " "))
+    _, config, model_args = TrlParser((ScriptArguments, QwenGRPOConfig, ModelConfig)).parse_args_and_config(argv)
+    assert (model_args.use_peft, model_args.lora_target_modules, config.video_max_frames) == (
+        True,
+        ["q_proj", "v_proj"],
+        16,
+    )
