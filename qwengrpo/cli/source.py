@@ -91,11 +91,11 @@ def guess_format(path: str) -> str:
         if key in row:
             logger.info("%s: format %r (guessed from the first row's %r key)", path, fmt, key)
             return fmt
-    from ..data.adapters import ADAPTERS
+    from ..data import formats
 
     told = ", ".join(f"{fmt} (a {key!r} key)" for key, fmt in _FORMAT_KEYS)
     raise ValueError(
         f"cannot tell the format of {path} from its first row (keys: {sorted(row)}); pass --format, one of "
-        f"{', '.join(sorted(ADAPTERS))}. Told from the first row: {told}; hf: {', '.join(_HF_SUFFIXES)} files and "
+        f"{', '.join(sorted(formats()))}. Told from the first row: {told}; hf: {', '.join(_HF_SUFFIXES)} files and "
         "dataset folders (README: Data)"
     )

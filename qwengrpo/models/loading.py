@@ -23,7 +23,7 @@ from trl.trainer.utils import create_model_from_path
 from ..device import model_load_kwargs
 
 
-def load_policy(model_id: str, args: Any, quantization_config: Any = None) -> Any:
+def load_pretrained(model_id: str, args: Any, quantization_config: Any = None) -> Any:
     """The model at `model_id`, loaded with `args.model_init_kwargs` and `quantization_config` as TRL loads it.
 
     A half-precision dtype becomes float32 on a machine without a GPU (`qwengrpo.device`); `args.model_init_kwargs`
@@ -60,7 +60,7 @@ class _DropIgnoredNotice(logging.Filter):
 
 @contextmanager
 def honoured_init_kwargs() -> Iterator[None]:
-    """While TRL's `__init__` runs on a model `load_policy` loaded: no "`model_init_kwargs` / `quantization_config`
+    """While TRL's `__init__` runs on a model `load_pretrained` loaded: no "`model_init_kwargs` / `quantization_config`
     will be ignored" notice, since both were applied."""
     trl_logger = logging.getLogger("trl.trainer.grpo_trainer")
     notice = _DropIgnoredNotice()
