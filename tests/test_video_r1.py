@@ -9,8 +9,8 @@ import pickle
 import pytest
 from recipe_data import video_r1, video_r1_rows
 
-from qwengrpo.cli.source import guess_format
 from qwengrpo.data import load_dataset
+from qwengrpo.data.detect import guess_format
 from qwengrpo.rewards import get_reward
 
 INSTRUCTION = (
@@ -29,6 +29,9 @@ def data_file(tmp_path, media_dir) -> str:
 
 def test_the_format_is_told_from_the_first_row(data_file):
     assert guess_format(data_file) == "video_r1"
+    # A recipe's dataset section without `format:` reads the file the same way.
+    train, _ = load_dataset({"train": data_file})
+    assert train["_error"][:] == [""] * 5 and train["problem_type"][0] == "multiple choice"
 
 
 def test_rows_load_with_video_r1s_prompts(data_file, tmp_path):

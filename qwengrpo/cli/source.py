@@ -9,22 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-# The first row's key that tells a data file's format when --format is not given.
-_FORMAT_KEYS = (
-    ("conversations", "conversations"),
-    ("messages", "messages"),
-    ("prompt", "rows"),
-    ("frames", "frames"),
-    ("group_id", "group_qc"),
-    ("problem_type", "video_r1"),  # Video-R1-260k.json and its SFT / eval files
-)
-# Files that only the `hf` format (Hugging Face `datasets`) reads.
-_HF_SUFFIXES = (".parquet", ".csv", ".arrow")
 
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
@@ -77,25 +64,6 @@ def processor_for(model: str | None):
 
 
 def guess_format(path: str) -> str:
-    from ..data.prompts import RowError
-    from ..data.readers import parse_row, read_records
+    from ..data.detect import guess_format as guess
 
-    if os.path.isdir(path) or path.endswith(_HF_SUFFIXES):
-        return "hf"
-    first = next((r for r in read_records(path) if r.text is not None), None)
-    try:
-        row = parse_row(first.text) if first else {}
-    except RowError:
-        row = {}
-    for key, fmt in _FORMAT_KEYS:
-        if key in row:
-            logger.info("%s: format %r (guessed from the first row's %r key)", path, fmt, key)
-            return fmt
-    from ..data import formats
-
-    told = ", ".join(f"{fmt} (a {key!r} key)" for key, fmt in _FORMAT_KEYS)
-    raise ValueError(
-        f"cannot tell the format of {path} from its first row (keys: {sorted(row)}); pass --format, one of "
-        f"{', '.join(sorted(formats()))}. Told from the first row: {told}; hf: {', '.join(_HF_SUFFIXES)} files and "
-        "dataset folders (README: Data)"
-    )
+    return guess(path)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import DatasetConfig
+if TYPE_CHECKING:  # only annotations: the config guesses a missing format with `detect`, which reads rows with us
+    from .config import DatasetConfig
 
 _MEDIA = ("image", "video")
 
