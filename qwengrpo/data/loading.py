@@ -78,9 +78,12 @@ def _adapt(adapter: Any, row: Any, cfg: DatasetConfig, root: str) -> tuple[dict,
             raise RowError("outside_media_root", f"media path {path} is outside media_root {root} (media_root_only)")
         return out, ""
     except RowError as exc:
-        return {"prompt": []}, f"{exc.reason}: {exc}"
+        error = f"{exc.reason}: {exc}"
     except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape no adapter check anticipated
-        return {"prompt": []}, f"wrong_type: {type(exc).__name__}: {exc}"
+        error = f"wrong_type: {type(exc).__name__}: {exc}"
+    # The answer column stays, empty: when every row fails, validation names their reasons rather than the
+    # rewards naming a column that only the failed conversion left out.
+    return {"prompt": [], cfg.answer_column: None}, error
 
 
 def _adapt_files(batch: dict[str, list], cfg: DatasetConfig) -> dict[str, list]:
