@@ -48,6 +48,12 @@ class DatasetConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> DatasetConfig:
+        """The section as written; without a `format`, the first train file's (`qwengrpo.data.detect`)."""
+        train = cfg.get("train")
+        if "format" not in cfg and (isinstance(train, str) or (isinstance(train, list) and train)):
+            from .detect import guess_format  # reads the data file; imported late, as the adapters build on this
+
+            cfg = {**cfg, "format": guess_format(train if isinstance(train, str) else train[0])}
         return section_from_dict(cls, cfg)
 
     def column(self, role: str) -> str:

@@ -18,7 +18,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 from .adapters import default_root, hf_row
 from .config import DatasetConfig
 from .formats import adapter_for
-from .prompts import RowError, outside_root
+from .prompts import RowError, media_roots, outside_root
 from .readers import DataFileError, parse_row, read_records
 
 logger = logging.getLogger(__name__)
@@ -78,9 +78,12 @@ def _adapt(adapter: Any, row: Any, cfg: DatasetConfig, root: str) -> tuple[dict,
             raise RowError("outside_media_root", f"media path {path} is outside media_root {root} (media_root_only)")
         return out, ""
     except RowError as exc:
-        return {"prompt": []}, f"{exc.reason}: {exc}"
+        error = f"{exc.reason}: {exc}"
     except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape no adapter check anticipated
-        return {"prompt": []}, f"wrong_type: {type(exc).__name__}: {exc}"
+        error = f"wrong_type: {type(exc).__name__}: {exc}"
+    # The answer column stays, empty: when every row fails, validation names their reasons rather than the
+    # rewards naming a column that only the failed conversion left out.
+    return {"prompt": [], cfg.answer_column: None}, error
 
 
 def _adapt_files(batch: dict[str, list], cfg: DatasetConfig) -> dict[str, list]:
@@ -139,7 +142,7 @@ def _load_hf(cfg: DatasetConfig, source: str | list[str], split: str) -> Dataset
         raise ValueError("dataset.format 'hf' takes one dataset: a save_to_disk folder or a builder name")
     dataset = _open_hf(source, split)
     folder = source if os.path.isdir(source) else os.path.dirname(source) if os.path.isfile(source) else "."
-    root = os.path.abspath(cfg.media_root or folder or ".")
+    root = media_roots(cfg, folder or ".")
     _check_columns(cfg, dataset.column_names, source)
     image_col, answer_col = cfg.column("image"), cfg.column("answer")
     embedded = image_feature(dataset.features.get(image_col), decode=False)
