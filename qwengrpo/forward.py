@@ -21,7 +21,12 @@ if TYPE_CHECKING:
 
 class MediaForward:
     """The model as TRL's log-prob loop calls it: chunk by chunk, in row order; each call gets its rows' media.
-    With `logits_to_keep` given, a chunk's rows that repeat one prompt forward it once (`models.shared_prompt`)."""
+    With `logits_to_keep` given, a chunk's rows are packed into one row without padding, and rows that repeat one
+    prompt forward it once (`models.shared_prompt`)."""
+
+    # The packed row through a dense (W, W) mask instead of `models.packed_attention`: the baseline that
+    # benchmarks/bench_long_video.py measures, never set in training.
+    dense_mask = False
 
     def __init__(
         self, trainer: QwenGRPOTrainer, model: torch.nn.Module, media: list[RowMedia], logits_to_keep: int | None
@@ -56,9 +61,9 @@ class MediaForward:
             inner, ids, model_inputs["attention_mask"], model_inputs["mm_token_type_ids"], grids
         )
         media = self._media_inputs([rows[i] for i in packing.firsts], ids.device)
-        additive = trainer._model_config.get_text_config()._attn_implementation == "eager"
+        dense = self.dense_mask and trainer._model_config.get_text_config()._attn_implementation
         with self._stand_ins_off():
-            outputs = shared_prompt.shared_forward(self.model, model_inputs, packing, positions, media, additive)
+            outputs = shared_prompt.shared_forward(self.model, model_inputs, packing, positions, media, dense)
         return outputs, media
 
     def _media_inputs(self, rows: list[RowMedia], device) -> dict[str, Any]:
