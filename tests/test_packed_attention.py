@@ -60,13 +60,38 @@ def test_layout_equals_dense_mask(backend):
 
 
 def test_masks_grow_linearly_with_the_prompt():
-    """A 4,000-token prompt with 8 completions of 64: the layout's masks hold S·L·(P + L) entries, not W²."""
+    """A 4,000-token prompt with 8 completions of 64: the layout's mask holds N·(P + N) entries (N = G·(C + 1) segment
+    tokens), not W²."""
     prompt, completion = 4000, 64
     mask = torch.ones(8, prompt + completion, dtype=torch.long)
     layout = pack(mask, completion, [list(range(8))]).layout
-    entries = sum(doc.mask.numel() for doc in layout.documents)
-    assert entries == 8 * 65 * (prompt - 1 + 65)
+    entries = sum(block.mask.numel() for doc in layout.documents for block in doc.blocks)
+    assert entries == 8 * 65 * (prompt - 1 + 8 * 65)
     assert entries < layout.width**2 / 7
+
+
+def test_many_long_completions_are_cut_into_blocks():
+    """16 completions of 500 tokens after a 100-token prompt: blocks of about 1,500 segment tokens, so the masks
+    hold far fewer than N² entries, and the attention still equals the dense mask's."""
+    torch.manual_seed(0)
+    mask = torch.ones(16, 100 + 500, dtype=torch.long)
+    packing = pack(mask, 500, [list(range(16))])
+    blocks = packing.layout.documents[0].blocks
+    assert [b.size for b in blocks] == [1503] * 5 + [501]  # cut once a block reaches 1,024 tokens
+    n = 16 * 501
+    assert sum(b.mask.numel() for b in blocks) < n * n / 7
+    module = attention()
+    q, k, v = torch.randn(1, 4, packing.layout.width, 8), *(torch.randn(1, 2, packing.layout.width, 8) for _ in "kv")
+    run = ALL_ATTENTION_FUNCTIONS.get_interface("sdpa", None)
+    out, _ = run(module, q, k, v, None, scaling=module.scaling, **{LAYOUT_KWARG: packing.layout})
+    dense = torch.nn.functional.scaled_dot_product_attention(
+        q,
+        k.repeat_interleave(2, 1),
+        v.repeat_interleave(2, 1),
+        attn_mask=dense_mask(packing, False),
+        scale=module.scaling,
+    )
+    torch.testing.assert_close(out, dense.transpose(1, 2), rtol=1e-5, atol=1e-6)
 
 
 def test_without_layout_the_backends_are_unchanged():

@@ -10,7 +10,9 @@ from factories import make_trainer, snapshot
 from helpers import IMG, VID, user
 from trl.trainer.utils import shuffle_sequence_dict
 
+from qwengrpo.forward import MediaForward
 from qwengrpo.models import language_model
+from qwengrpo.models.packed_attention import LAYOUT_KWARG
 from qwengrpo.models.shared_prompt import why_not_shared
 
 G = 3
@@ -38,12 +40,17 @@ def rows(kind: str, media_dir) -> list[dict]:
 
 
 def llm_tokens(trainer) -> list[int]:
-    """Tokens (padding included) each forward hands the language model: what sharing is about."""
+    """Tokens (padding included) each forward hands the language model: what sharing is about. A packed pass
+    must come as one row with its attention layout and without any mask (no (W, W) mask built)."""
     seen: list[int] = []
-    lm = language_model(trainer.model)
-    lm.register_forward_pre_hook(
-        lambda _m, _a, kw: seen.append(kw["inputs_embeds"].shape[:2].numel()), with_kwargs=True
-    )
+
+    def count(_module, _args, kwargs):
+        if LAYOUT_KWARG in kwargs:
+            assert kwargs["attention_mask"] is None and kwargs["inputs_embeds"].size(0) == 1
+            assert kwargs[LAYOUT_KWARG].width == kwargs["inputs_embeds"].size(1)
+        seen.append(kwargs["inputs_embeds"].shape[:2].numel())
+
+    language_model(trainer.model).register_forward_pre_hook(count, with_kwargs=True)
     return seen
 
 
@@ -151,6 +158,39 @@ def test_training_runs_are_the_same(tiny_models, media_dir, tmp_path):
     assert params["True tokens"] < params["False tokens"]
     for name, value in params[False].items():
         torch.testing.assert_close(params[True][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def select(inputs: dict, rows: list[int]) -> dict:
+    """The given rows of a generation batch: tensors and lists indexed by row, everything else as is."""
+
+    def pick(value):
+        if isinstance(value, torch.Tensor) and value.dim() and value.size(0) == len(inputs["media"]):
+            return value[rows]
+        return [value[i] for i in rows] if isinstance(value, list) else value
+
+    return {key: pick(value) for key, value in inputs.items()}
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["layout", "dense-mask"])
+def test_rows_of_different_prompts_are_packed_without_padding(dense, tiny_models, media_dir, tmp_path, monkeypatch):
+    """One row of each group (a text, an image + video and a two-image prompt): nothing to share, but the rows go
+    end to end in one packed row, so the language model is handed exactly their real tokens, no padding; the
+    dense-mask baseline of benchmarks/bench_long_video.py gives the same numbers."""
+    monkeypatch.setattr(MediaForward, "dense_mask", dense)
+    batch = rows("mixed", media_dir)
+    trainer = trainer_for(tiny_models["qwen2_5_vl"], batch, tmp_path)
+    inputs = trainer._generate_and_score_completions([row for row in batch for _ in range(G)])
+    inputs = select(inputs, [0, G + 1, 2 * G + 2])
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    seen = llm_tokens(trainer)
+    loss_and_grads(trainer, inputs, share=False)
+    assert sum(seen) == mask.numel() > mask.sum()  # the padded path forwards every pad
+    assert_same(trainer, inputs)
+    seen.clear()
+    loss_and_grads(trainer, inputs, share=True)
+    pairs = zip(inputs["prompt_mask"], inputs["completion_mask"], strict=True)
+    real = [int(p.sum()) + int(c.nonzero().max()) + 1 for p, c in pairs]
+    assert seen == [sum(real)] and sum(real) == int(mask.sum())  # each row's tokens up to its last real one
 
 
 def test_linear_attention_family_keeps_full_sequences(tiny_models, media_dir, tmp_path, caplog):
