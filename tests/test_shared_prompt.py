@@ -227,3 +227,27 @@ def test_bench_prefix_counts():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["token_ratio"] == pytest.approx(result["ideal_token_ratio"], rel=0.05)
     assert result["max_grad_diff"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_bench_long_video_counts(tmp_path):
+    """The long-video benchmark's counts and plot (not its timings or memory, which need its full size): packed rows
+    forward no padding, padded ones do, and the linear layout's gradients equal the unshared path's."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "benchmarks/bench_long_video.py", "--quick", "--plot", str(tmp_path / "curve.png")]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(result["prompt_tokens"]) == 4 and all(len(v) == 4 for v in result["peak_rss_mb"].values())
+    assert (
+        result["mixed"]["tokens_forwarded_ratio"]["packed"]
+        <= 1.02
+        < result["mixed"]["tokens_forwarded_ratio"]["padded"]
+    )
+    assert result["max_grad_diff"] <= 1e-5
+    assert (tmp_path / "curve.png").stat().st_size > 0

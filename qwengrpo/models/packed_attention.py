@@ -103,7 +103,8 @@ def _torch_attend(query, key, value, mask, causal: bool, scaling: float, dropout
 
 
 def _eager_attend(module, query, key, value, mask, causal: bool, scaling: float, dropout: float) -> torch.Tensor:
-    """The model's own eager attention (softmax in float32), with the piece's mask made additive."""
+    """The model's own eager attention (softmax in float32), with the piece's mask made additive. Eager holds the
+    prompt's (P, P) scores whatever the mask, so it is exact here but not linear in memory: sdpa is."""
     if causal:
         mask = torch.ones(query.size(2), key.size(2), dtype=torch.bool, device=query.device).tril()
     additive = torch.zeros(mask.shape, dtype=query.dtype, device=query.device)
