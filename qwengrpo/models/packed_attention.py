@@ -185,7 +185,7 @@ def _wrap(name: str, base: Callable | None) -> Callable:
             return _pieces(
                 partial(_eager_attend, module, scaling=scaling, dropout=dropout), query, key, value, layout
             ), None
-        if name == "flash_attention_2" and _flash_installed() and not layout.holes:
+        if name == "flash_attention_2" and flash_installed() and not layout.holes:
             return _flash_pieces(query, key, value, layout, scaling, dropout), None
         # Keys and values repeated per query head once for the row (the pieces slice that one copy), rather than
         # passed with `enable_gqa`: torch 2.14's CPU backward with `enable_gqa` is several times slower (measured:
@@ -198,7 +198,7 @@ def _wrap(name: str, base: Callable | None) -> Callable:
     return attention
 
 
-def _flash_installed() -> bool:
+def flash_installed() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .packed_attention import BACKENDS, LAYOUT_KWARG, PackedLayout, _flash_installed, build_layout
+from .packed_attention import BACKENDS, LAYOUT_KWARG, PackedLayout, build_layout, flash_installed
 
 
 def why_not_shared(config) -> str | None:
@@ -42,7 +42,7 @@ def why_not_shared(config) -> str | None:
     attention = text._attn_implementation or "eager"
     if attention not in BACKENDS:
         return f"attention {attention!r} has no packed layout (sharing needs one of {BACKENDS})"
-    if attention == "flash_attention_2" and not _flash_installed():
+    if attention == "flash_attention_2" and not flash_installed():
         return "flash_attention_2 is set but flash-attn is not installed"
     return None
 
