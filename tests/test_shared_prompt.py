@@ -203,7 +203,7 @@ def test_linear_attention_family_keeps_full_sequences(tiny_models, media_dir, tm
 
 
 def test_eager_attention_shares_exactly(tiny_models, media_dir, tmp_path):
-    """Eager attention adds the mask to its scores: the packed mask is given to it as an additive one."""
+    """Eager attention runs the layout's pieces through the model's own eager function, each mask made additive."""
     batch = rows("mixed", media_dir)
     trainer = trainer_for(tiny_models["qwen3_vl"], batch, tmp_path, model_init_kwargs={"attn_implementation": "eager"})
     assert trainer.model.config.get_text_config()._attn_implementation == "eager"
