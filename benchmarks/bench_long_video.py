@@ -21,9 +21,8 @@ in every child): the step's own memory, what the layouts differ in; peak_ratio_a
 tokens_forwarded_ratio = tokens the language model is handed / real (non-pad) tokens of the rows; step_ratio =
 packed / padded time of the mixed pass; max_grad_diff = the largest difference between the linear and the
 unshared gradients on one batch. Targets: linear growth <= 2.3; linear peak at the longest <= 0.5 x dense and
-<= 0.35 x unshared; packed tokens_forwarded_ratio <= 1.02; max_grad_diff <= 1e-5. The plot (matplotlib) is the
-peak-RSS curve of the three layouts. `--jobs N` runs N children side by side, for a busy shared machine: memory
-is per process either way, step times are only comparable with `--jobs 1`.
+<= 0.35 x unshared; packed tokens_forwarded_ratio <= 1.02; max_grad_diff <= 1e-5. The plot is the peak-RSS curve.
+`--jobs N` runs N children side by side (memory is per process either way; step times compare with 1 only).
 """
 
 from __future__ import annotations
@@ -114,10 +113,6 @@ def trainer_for(root: Path, size: str, layout: str, frames: int, rows: list[dict
     return QwenGRPOTrainer(str(root / "model"), reward, args=args, train_dataset=data, peft_config=lora)
 
 
-def peak_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def rss_mb() -> float:
     """The process's resident memory now (Linux)."""
     status = Path("/proc/self/status").read_text()
@@ -145,7 +140,7 @@ def step_child(root: Path, size: str, layout: str, frames: int) -> dict:
     timer = StepTime.attach(trainer)
     before = rss_mb()  # libraries, weights, processor: the same in every run
     trainer.train()
-    peak = peak_mb()
+    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return {"step_s": round(timer.steps[0], 2), "peak_rss_mb": peak, "step_mb": round(peak - before, 1), **seen}
 
 
