@@ -87,8 +87,9 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
         default=True,
         metadata={
             "help": "In the old, reference and policy log-prob passes, forward each group's prompt once for its G "
-            "completions (exact: same log-probs and gradients). Models with linear-attention layers, or attention "
-            "without 4-D masks (flash), keep the full sequences and log why."
+            "completions and a micro-batch's rows end to end without padding, in memory linear in the length "
+            "(exact: same log-probs and gradients). Models with linear-attention or sliding-window layers, or "
+            "attention without the packed layout (flex; flash without flash-attn), keep full sequences and log why."
         },
     )
     chat_template_path: str | None = field(
