@@ -30,6 +30,9 @@ from typing import Any
 
 import yaml
 
+from .overrides import OverrideError, dataclass_field
+from .overrides import apply_overrides as _apply
+
 logger = logging.getLogger(__name__)
 
 TRAINERS = ("grpo", "offline")
@@ -59,35 +62,27 @@ class Recipe:
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`["max_steps=2", "dataset.train=a.jsonl", "rewards.0.weight=0.5"]` → nested updates, values parsed as
-    YAML scalars/lists; a number indexes into a list (the recipe's `rewards`)."""
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise RecipeError(f"--set expects key=value, got {item!r}")
-        node: Any = config
-        *parents, leaf = key.split(".")
-        for depth, part in enumerate([*parents, leaf]):
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    where = ".".join(parents[:depth])
-                    raise RecipeError(
-                        f"--set {key}: {where} is a list of {len(node)}; expected an index, got {part!r}"
-                    )
-                part = int(part)
-            elif not isinstance(node, dict):
-                raise RecipeError(f"--set {key}: {'.'.join(parents[:depth])} is {node!r}, not a mapping or a list")
-            if depth == len(parents):
-                node[part] = _scalar(value)
-            else:
-                node = node[part] if isinstance(node, list) else node.setdefault(part, {})
-    return config
+    """`["max_steps=2", "dataset.train=a.jsonl", "rewards.0.weight=0.5"]` → nested updates, each value typed by the
+    field it sets (`qwengrpo.overrides`): a string field takes the text as given, a YAML list sets a list."""
+    try:
+        return _apply(config, overrides, lambda path: _field_type(config, path))
+    except OverrideError as exc:
+        raise RecipeError(str(exc)) from exc
 
 
-def _scalar(value: str) -> Any:
-    """A `--set` value as YAML reads it, except that YAML 1.1's yes/no/on/off stay strings (`eval_strategy=no`)."""
-    parsed = yaml.safe_load(value)
-    return value if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false") else parsed
+def _field_type(raw: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The annotation of the recipe value at `path`, None where the recipe declares none (rewards, policy_kwargs)."""
+    trainer = raw.get("trainer", "grpo")
+    if path in (("model_name_or_path",), ("policy",)):
+        return str
+    if trainer not in TRAINERS or path[0] in _KEYS[trainer] - {"dataset"}:
+        return None
+    if path[0] != "dataset":
+        return dataclass_field(_config_class(trainer), path)
+    if len(path) == 1:
+        return dict
+    section = raw.get("dataset") if isinstance(raw.get("dataset"), dict) else {}
+    return dataclass_field(_dataset_class(trainer, section.get("format")), path[1:])
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -178,19 +173,23 @@ def _dataset(trainer: str, section: Any, source: str) -> Any:
             f"{section[moved[0]]}` beside output_dir, where the trainer and every command read it"
         )
     try:
-        if trainer == "offline":
-            from .offline.data import OfflineData
-
-            return OfflineData.from_dict(section)
-        if section.get("format") == "demo":
-            from .demo import DemoData
-
-            return DemoData.from_dict(section)
-        from .data.config import DatasetConfig
-
-        return DatasetConfig.from_dict(section)
+        return _dataset_class(trainer, section.get("format")).from_dict(section)
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"{source}: {exc}") from exc
+
+
+def _dataset_class(trainer: str, data_format: Any) -> type:
+    if trainer == "offline":
+        from .offline.data import OfflineData
+
+        return OfflineData
+    if data_format == "demo":
+        from .demo import DemoData
+
+        return DemoData
+    from .data.config import DatasetConfig
+
+    return DatasetConfig
 
 
 def _suggest(key: str, known: set[str]) -> str:
