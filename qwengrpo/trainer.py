@@ -17,6 +17,7 @@ from trl import GRPOTrainer
 from ._upstream import TrainerWorkarounds, fix_rope_index
 from .config import QwenGRPOConfig
 from .data.guard import RowGuard
+from .data.loading import check_converted
 from .data.preflight import preflight, rejects_path
 from .device import model_load_kwargs
 from .dynamic_sampling import refill
@@ -144,6 +145,8 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
         check_reward_coordinates(reward_funcs, model.config.model_type)
         dataset = kwargs.get("train_dataset")
         if dataset is not None and getattr(dataset, "column_names", None) is not None:
+            # Rows that could not be converted lack every column: say why they failed before what they lack.
+            check_converted(dataset, "train_dataset")
             # A missing gold column must fail here, not after the first generation batch.
             check_reward_columns(reward_funcs, [*dataset.column_names, "media"])
             checked = {"reward_funcs": reward_funcs, "chat_template_kwargs": args.chat_template_kwargs}

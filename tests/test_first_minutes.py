@@ -1,0 +1,100 @@
+"""What stopped a new user in the first minutes (issue 28): each test names what used to go wrong.
+
+The hub tests reach for a hub that is really not there (a closed local port as `HF_ENDPOINT`), in a child process
+with an empty hub cache, so they behave the same with or without network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from recipe_data import ROOT, write_jsonl
+
+from qwengrpo.cli import main as cli
+
+
+def conv(question: str, image: str | None, answer: str = "red") -> dict:
+    return {"conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}], "image": image}
+
+
+def recipe_file(tmp_path: Path, data: str, model: str = "tiny:qwen2_5_vl", **extra) -> Path:
+    recipe = {
+        "model_name_or_path": model,
+        "dataset": {"format": "conversations", "train": data},
+        "rewards": [{"name": "answer_accuracy", "mode": "set_iou"}],
+        "output_dir": str(tmp_path / "run"),
+        "report_to": "none",
+        "max_steps": 1,
+        **extra,
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, allow_unicode=True))
+    return path
+
+
+# -- 1. every row failing conversion was reported as a reward's missing column -----------------------------------
+
+
+def test_rows_that_all_fail_conversion_are_reported_before_reward_columns(tmp_path, media_dir, capsys):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "colour?", "image": "red.png"}\n{"question": "shape?"}\nnot json\n')
+    assert cli(["train", str(recipe_file(tmp_path, str(data)))]) == 1
+    err = capsys.readouterr().err
+    assert "needs dataset column" not in err
+    assert "none of its 3 rows could be converted (missing_field: 2, bad_json: 1)" in err
+    assert f"the first, {data}:1: 'conversations' must be a non-empty list of turns" in err
+
+
+# -- 2. a hub id without network retried for minutes; preview wrote into the working directory -----------------
+
+
+def _child(tmp_path: Path, *argv: str) -> tuple[subprocess.CompletedProcess, float]:
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    # Nothing listens on port 9: the hub cannot be reached, as on a machine without network.
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(ROOT))
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "qwengrpo", *argv], env=env, capture_output=True, text=True)
+    return proc, time.monotonic() - start
+
+
+@pytest.mark.slow  # child processes
+def test_a_hub_model_without_network_fails_at_once_naming_the_key_and_the_alternatives(tmp_path, media_dir):
+    data = write_jsonl(tmp_path / "train.jsonl", [conv("<image>colour?", str(media_dir / "red.png"))])
+    recipe = recipe_file(tmp_path, data, model="Qwen/Qwen2.5-VL-3B-Instruct")
+    for argv in (["preview", str(recipe)], ["validate", str(recipe), "--model", "Qwen/Qwen2.5-VL-3B-Instruct"]):
+        proc, seconds = _child(tmp_path, *argv)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        (line,) = [s for s in proc.stderr.splitlines() if s.startswith(f"qwengrpo {argv[0]}: ")]
+        assert "model_name_or_path 'Qwen/Qwen2.5-VL-3B-Instruct': not a folder here, not in the hub cache" in line
+        assert "the hub (http://127.0.0.1:9) cannot be reached" in line
+        assert "give a local model folder" in line and "tiny:<family>" in line
+        assert seconds < 60, seconds  # imports included; the hub library's retries took about 150 s
+
+
+@pytest.mark.slow  # a child process
+def test_a_cached_hub_model_loads_from_the_cache_when_the_hub_cannot_be_reached(tmp_path, tiny_models, media_dir):
+    # The hub cache's own layout: refs/main names the snapshot folder holding the files.
+    repo = tmp_path / "hf" / "hub" / "models--someone--tiny-vl"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(tiny_models["qwen2_5_vl"], repo / "snapshots" / ("0" * 40))
+    data = write_jsonl(tmp_path / "train.jsonl", [conv("<image>colour?", str(media_dir / "red.png"))])
+    proc, _ = _child(tmp_path, "validate", data, "--model", "someone/tiny-vl")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "the hub cannot be reached" in proc.stderr and "loading the cached copy" in proc.stderr
+
+
+def test_preview_writes_its_sheet_under_the_runs_output_dir(tmp_path, media_dir, monkeypatch):
+    data = write_jsonl(tmp_path / "train.jsonl", [conv("<image>colour?", str(media_dir / "red.png"))])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli(["preview", str(recipe_file(tmp_path, data)), "--n", "1"]) == 0
+    assert (tmp_path / "run" / "preview.png").is_file() and not list(elsewhere.iterdir())
