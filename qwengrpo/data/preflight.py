@@ -81,7 +81,9 @@ def preflight(
         raise ValidationError(outcome["error"], row=None, file=None, reason=outcome["reason"])
     kept = outcome["kept"]
     dataset = dataset if len(kept) == len(dataset) else dataset.select(kept)
-    return dataset.remove_columns("_error") if "_error" in dataset.column_names else dataset
+    if "_error" in dataset.column_names and (args.validate_data != "off" or not any(dataset["_error"][:])):
+        return dataset.remove_columns("_error")
+    return dataset  # unchecked rows keep their conversion errors, for `RowGuard` to treat as row errors
 
 
 def _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split, limits) -> dict[str, Any]:

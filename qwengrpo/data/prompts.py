@@ -9,6 +9,7 @@ import os
 import re
 from typing import Any
 
+from ..media.refs import url_problem
 from .config import DatasetConfig
 
 _MEDIA = ("image", "video")
@@ -96,6 +97,8 @@ def media_path(value: Any, root: str, what: str) -> str:
     """An absolute path for a media file named relative to `root`."""
     if not isinstance(value, str) or not value.strip():
         raise RowError("wrong_type", f"{what} must be a non-empty path string, got {kind(value)}")
+    if (problem := url_problem(value, what)) is not None:
+        raise RowError("url_media", problem)
     return os.path.abspath(os.path.join(root, os.path.expanduser(value)))
 
 
