@@ -153,6 +153,19 @@ class TrainerWorkarounds:
         with staged_save(self, trial):
             super()._save_checkpoint(model, trial)
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # The final save writes into `output_dir` in place, config first: out of disk it left a config without
+        # weights. Written aside and moved in when complete (checkpoints' own saves are staged by
+        # `_save_checkpoint`). Remove when Trainer saves models atomically.
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call)
+        from .models.checkpoint import staged_model_save
+
+        with staged_model_save(self, output_dir or self.args.output_dir) as staging:
+            super().save_model(staging, _internal_call=True)
+        if self.args.push_to_hub:  # what Trainer does after a save it was not called for internally
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         # Trainer saves the config with `use_cache: false` (set for training forwards), so every later `generate`
         # runs without a KV cache. Remove when saved models keep `use_cache: true`.

@@ -111,8 +111,8 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
     Media never pass between hooks through instance state: the two entry points open a scope (`_batch`) that the
     hooks TRL calls inside them read, and a hook called outside one fails. The completions table with each row's
     media is a callback (`qwengrpo.tracking.CompletionsTable`). Workarounds for Trainer behaviour (epoch-positioned
-    resume sampler, full-checkpoint and best-model loading, atomic checkpoints, `use_cache` in saved models) are a
-    mixin in `qwengrpo._upstream`, each with the condition under which it can go.
+    resume sampler, full-checkpoint and best-model loading, atomic checkpoints and final save, `use_cache` in saved
+    models) are a mixin in `qwengrpo._upstream`, each with the condition under which it can go.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:

@@ -53,6 +53,7 @@ WORKAROUNDS = {
     "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
     "_load_best_model": ["self"],
     "_save_checkpoint": ["self", "model", "trial"],
+    "save_model": ["self", "output_dir", "_internal_call"],
     "_save": ["self", "output_dir", "state_dict"],
 }
 
