@@ -6,6 +6,7 @@ with an empty hub cache, so they behave the same with or without network.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from recipe_data import ROOT, write_jsonl
+from recipe_data import ROOT, load_pointer_example, write_jsonl
 
 from qwengrpo.cli import main as cli
 
@@ -98,3 +99,27 @@ def test_preview_writes_its_sheet_under_the_runs_output_dir(tmp_path, media_dir,
     monkeypatch.chdir(elsewhere)
     assert cli(["preview", str(recipe_file(tmp_path, data)), "--n", "1"]) == 0
     assert (tmp_path / "run" / "preview.png").is_file() and not list(elsewhere.iterdir())
+
+
+# -- 5. beams keyed by strings, features keyed otherwise: `qwengrpo train: 'q_000'` --------------------------------
+
+
+def test_beam_ids_the_features_lack_are_named_with_both_files(tmp_path):
+    from qwengrpo.launch import train
+
+    pointer = load_pointer_example()
+    paths = pointer.make_synthetic_beams(tmp_path / "data", n_train=8, n_eval=2)
+    for split in ("train", "eval"):  # string ids; the features stay a list indexed by int id
+        rows = json.loads(paths[split].read_text())
+        paths[split].write_text(json.dumps({f"q_{int(k):03d}": v for k, v in rows.items()}))
+    with pytest.raises(ValueError) as caught:
+        train(pointer.demo_recipe(paths, tmp_path / "run", ["max_steps=1"]))
+    assert str(caught.value).startswith(
+        f"{paths['features']}: no query_features for query 'q_000' of the beam data: query_features is a list of 10, "
+        "for int query ids 0..9; key query_features and the beam data (dataset.train / dataset.eval) by the same"
+    )
+    features = json.loads(paths["features"].read_text())  # now keyed, but by other names than the beams
+    features["query_features"] = {f"query{i}": f for i, f in enumerate(features["query_features"])}
+    paths["features"].write_text(json.dumps(features))
+    with pytest.raises(ValueError, match=r"query 'q_000' of the beam data: query_features is keyed by 10 ids such"):
+        train(pointer.demo_recipe(paths, tmp_path / "run2", ["max_steps=1"]))
