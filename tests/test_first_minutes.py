@@ -123,3 +123,26 @@ def test_beam_ids_the_features_lack_are_named_with_both_files(tmp_path):
     paths["features"].write_text(json.dumps(features))
     with pytest.raises(ValueError, match=r"query 'q_000' of the beam data: query_features is keyed by 10 ids such"):
         train(pointer.demo_recipe(paths, tmp_path / "run2", ["max_steps=1"]))
+
+
+# -- 4. stage-a: a mission laid out by folder needed its own run with --group-by folder -----------------------------
+
+
+def test_stage_a_groups_each_mission_by_its_own_layout_in_one_run(tiny_models, tmp_path, capsys):
+    from groupqc_factory import BAFFLE, GROUND, stage_a, write_groups, write_photo
+
+    write_groups(tmp_path / "photos" / BAFFLE, {"A1": 2, "A2": 1})  # <group>_<n>.jpg
+    for group, names in {"site 1": ["front.jpg", "back.jpg"], "site 2": ["IMG 7.jpg"]}.items():  # a folder a group
+        for i, name in enumerate(names):
+            write_photo(tmp_path / "photos" / GROUND / group / name, i)
+    assert stage_a(tiny_models["qwen2_5_vl"], tmp_path / "out", "--images", str(tmp_path / "photos")) == 0
+    written = {
+        mission: [json.loads(line)["group_id"] for line in (tmp_path / "out" / f"{mission}.jsonl").open()]
+        for mission in (BAFFLE, GROUND)
+    }
+    assert written == {BAFFLE: ["A1", "A2"], GROUND: ["site 1", "site 2"]}
+    argv = ["--images", str(tmp_path / "photos"), "--group-by", "filename", "--mission", GROUND]
+    assert stage_a(tiny_models["qwen2_5_vl"], tmp_path / "again", *argv) == 1
+    err = capsys.readouterr().err
+    assert "back.jpg: file name does not match the group pattern" in err
+    assert "pass --group-by folder to group the photos by their folders" in err
