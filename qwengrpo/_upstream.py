@@ -1,18 +1,19 @@
-"""Workarounds for bugs in transformers and TRL, each with the condition under which it can go.
+"""Patches for bugs in transformers and TRL functions, each with the condition under which it can go.
 
 Every workaround here has a test in `tests/test_upstream.py` that fails once upstream is fixed, so it is removed
-rather than left to rot.
+rather than left to rot. This module imports nothing of qwengrpo's: the media layer and the models use it, so it
+sits below both. Trainer overrides with the same contract are `qwengrpo.workarounds`.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import types
 import warnings
 
 import torch
+from peft import PeftModel
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -60,9 +61,7 @@ def fix_rope_index(model: nn.Module) -> None:
     Patches the instance only (its inner `...VLModel`), so training, `generate` and every log-prob pass agree with
     each other and with vLLM; idempotent; a no-op for other families.
     """
-    from .models.families import without_peft
-
-    base = without_peft(model)
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
     if base.config.model_type not in _SHIFTED_TEXT_FAMILIES:
         return
     inner = base.model
@@ -100,76 +99,3 @@ def quiet_frame_cap_warning() -> None:
         video_logger = logging.getLogger(f"transformers.models.{family}.video_processing_{family}")
         if not any(isinstance(f, _NoFrameCapWarning) for f in video_logger.filters):
             video_logger.addFilter(_NoFrameCapWarning())
-
-
-class TrainerWorkarounds:
-    """Mixed into `QwenGRPOTrainer` ahead of TRL's `GRPOTrainer`: transformers `Trainer` behaviour that loses data
-    or speed for these models, one override each, with when it can go."""
-
-    def _get_train_sampler(self, dataset=None):
-        # TRL's `RepeatSampler` draws its whole order from one seeded generator, so a resumed run replays the first
-        # epoch's order instead of the epoch it stopped in. Remove when TRL seeds each epoch (`set_epoch`).
-        from .sampler import EpochRepeatSampler
-
-        return EpochRepeatSampler.like(super()._get_train_sampler(dataset))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        # Trainer's resume of a full fine-tune of Qwen2/2.5-VL loads nothing (the saved hub key layout against
-        # `load_state_dict(strict=False)`), silently. Remove when resuming such a checkpoint restores its weights
-        # (`tests/test_upstream.py` checks). An incomplete checkpoint is refused by name here too.
-        from .models.checkpoint import check_complete, load_full_weights
-
-        check_complete(resume_from_checkpoint)
-        model = self.model if model is None else model
-        if not self._full_weights_in(resume_from_checkpoint, model):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        load_full_weights(model, resume_from_checkpoint)
-
-    def _load_best_model(self) -> None:
-        # `load_best_model_at_end` goes the same silent way as a resume (above); remove with that one.
-        from .models.checkpoint import load_full_weights
-
-        best = self.state.best_model_checkpoint
-        if not self._full_weights_in(best, self.model):
-            return super()._load_best_model()
-        logger.info("loading the best model from %s (%s)", best, self.args.metric_for_best_model)
-        load_full_weights(self.model, best)
-
-    def _full_weights_in(self, checkpoint: str, model) -> bool:
-        """A full (not LoRA) checkpoint that Trainer itself would load (DeepSpeed and FSDP load their own)."""
-        from peft import PeftModel
-
-        full = any(
-            os.path.isfile(os.path.join(checkpoint, name))
-            for name in ("model.safetensors", "model.safetensors.index.json")
-        )
-        return full and not (self.is_fsdp_enabled or self.is_deepspeed_enabled or isinstance(model, PeftModel))
-
-    def _save_checkpoint(self, model, trial) -> None:
-        # Trainer writes `checkpoint-N` in place: a kill or a full disk leaves a folder that resume picks and fails
-        # on. Written aside and renamed when complete. Remove when Trainer saves checkpoints atomically.
-        from .models.checkpoint import staged_save
-
-        with staged_save(self, trial):
-            super()._save_checkpoint(model, trial)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        # The final save writes into `output_dir` in place, config first: out of disk it left a config without
-        # weights. Written aside and moved in when complete (checkpoints' own saves are staged by
-        # `_save_checkpoint`). Remove when Trainer saves models atomically.
-        if _internal_call:
-            return super().save_model(output_dir, _internal_call)
-        from .models.checkpoint import staged_model_save
-
-        with staged_model_save(self, output_dir or self.args.output_dir) as staging:
-            super().save_model(staging, _internal_call=True)
-        if self.args.push_to_hub:  # what Trainer does after a save it was not called for internally
-            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
-
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        # Trainer saves the config with `use_cache: false` (set for training forwards), so every later `generate`
-        # runs without a KV cache. Remove when saved models keep `use_cache: true`.
-        from .inference import cache_on_save
-
-        with cache_on_save(self.accelerator.unwrap_model(self.model)):
-            super()._save(output_dir, state_dict)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .data.config import section_from_dict
 from .inference import left_pad, pad_id
 from .models import mm_token_type_ids
 
@@ -159,8 +160,6 @@ class DemoData:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> DemoData:
-        from .data.config import section_from_dict
-
         return section_from_dict(cls, cfg)
 
     def split(self, name: str, out_dir: str | Path):

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sized
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sized
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:
-    from .trainer import QwenGRPOTrainer
+from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -134,46 +133,57 @@ def _groups(rows: list[int], group_size: int) -> list[int]:
     return [g * group_size + i for g in rows for i in range(group_size)]
 
 
-def refill(trainer: QwenGRPOTrainer, output: dict[str, Any], rewards: torch.Tensor) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Refill:
+    """What refilling one generation batch needs of the run, handed over by the trainer. `score` samples and scores
+    rows through the trainer's own path (same media layer, same vision cache) and returns TRL's output for them
+    with the rewards gathered over ranks."""
+
+    dataset: Any  # map-style: refill prompts are drawn by index
+    group_size: int
+    reward_weights: torch.Tensor
+    per_function: bool  # TRL's `normalize_then_sum`: each reward function must have spread on its own
+    max_rounds: int
+    seed: int
+    step: int
+    pad_token_id: int
+    accelerator: Accelerator
+    score: Callable[[list[dict]], tuple[dict[str, Any], torch.Tensor]]
+
+
+def refill(run: Refill, output: dict[str, Any], rewards: torch.Tensor) -> tuple[dict[str, Any], dict[str, float]]:
     """`output` (this rank's scored generation batch; `rewards` gathered over ranks) with its zero-spread groups
-    replaced by groups with spread, as far as `max_resample_rounds` allows; logs `dynamic_sampling/*`."""
-    args, accelerator, size = trainer.args, trainer.accelerator, trainer.num_generations
+    replaced by groups with spread, as far as `max_rounds` allows; and the `dynamic_sampling/*` counts to log."""
+    accelerator, size, dataset = run.accelerator, run.group_size, run.dataset
     world, rank = accelerator.num_processes, accelerator.process_index
-    dataset = trainer.train_dataset
     if not isinstance(dataset, Sized):
         raise TypeError("dynamic_sampling draws refill prompts by index: it needs a map-style train_dataset")
-    per_function = trainer.multi_objective_aggregation == "normalize_then_sum"
     groups = len(output["advantages"]) // size
     need = torch.full((world,), groups)  # groups each rank still lacks; every rank computes the same vector
     kept, spare, dropped, rounds = [], None, 0, 0
     while True:
-        flat = zero_spread(rewards.cpu(), trainer.reward_weights.cpu(), size, per_function).view(world, -1)
+        flat = zero_spread(rewards.cpu(), run.reward_weights.cpu(), size, run.per_function).view(world, -1)
         dropped += int(flat.sum())
         mine = (~flat[rank]).nonzero().flatten().tolist()[: int(need[rank])]
         kept.append(select_rows(output, _groups(mine, size)))
         if spare is None:  # the first batch's flat groups are enough to fill whatever stays empty
             spare = select_rows(output, _groups(flat[rank].nonzero().flatten().tolist(), size))
         need = (need - (~flat).sum(dim=1)).clamp(min=0)
-        if not need.any() or rounds == args.max_resample_rounds:
+        if not need.any() or rounds == run.max_rounds:
             break
         rounds += 1
         count = int(need.max())
-        indices = refill_indices(
-            len(dataset), count, seed=args.seed, step=trainer.state.global_step, round=rounds, rank=rank
-        )
+        indices = refill_indices(len(dataset), count, seed=run.seed, step=run.step, round=rounds, rank=rank)
         # G copies, as TRL's sampler lays them out; each row read once (a dataset decodes embedded images per read)
         rows = [dict(row) for row in (dataset[i] for i in indices) for _ in range(size)]
-        output, rewards = trainer._score_rows(rows, continued=True)
+        output, rewards = run.score(rows)
     unfilled = int(need[rank])
     if unfilled:
         kept.append(masked(select_rows(spare, list(range(unfilled * size)))))
-    merged = merge_outputs(kept, trainer.processing_class.tokenizer.pad_token_id)
+    merged = merge_outputs(kept, run.pad_token_id)
     loss_mask = merged["completion_mask"] * merged.get("tool_mask", 1)
     merged["num_items_in_batch"] = accelerator.gather(loss_mask.sum()).sum()  # as TRL counts it, over the new rows
-    metrics = trainer._metrics["train"]
-    metrics["dynamic_sampling/dropped_groups"].append(float(dropped))
-    metrics["dynamic_sampling/rounds"].append(float(rounds))
-    metrics["dynamic_sampling/unfilled_groups"].append(float(need.sum()))
+    counts = {"dropped_groups": float(dropped), "rounds": float(rounds), "unfilled_groups": float(need.sum())}
     if need.any():
         logger.info(
             "dynamic sampling: %d of %d groups still without reward spread after %d rounds; their loss is masked",
@@ -181,4 +191,4 @@ def refill(trainer: QwenGRPOTrainer, output: dict[str, Any], rewards: torch.Tens
             groups * world,
             rounds,
         )
-    return merged
+    return merged, {f"dynamic_sampling/{k}": v for k, v in counts.items()}

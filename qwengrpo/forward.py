@@ -1,42 +1,79 @@
 """The model as TRL's log-prob loop calls it: each chunk of rows gets its rows' media, and rows that repeat one
-prompt forward it once (`qwengrpo.models.shared_prompt`). `QwenGRPOTrainer._get_per_token_logps_and_entropies` hands
-TRL's own loop a `MediaForward` in place of the model."""
+prompt forward it once (`qwengrpo.models.shared_prompt`).
+
+The trainer hands over what a pass needs as one object, `PassMedia` (the rows' media, the vision cache chosen for
+the pass, how to encode); nothing here reads the trainer. `VisionEncoder` is the one way media reach the vision
+tower, in sampling and in every log-prob pass.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from accelerate import Accelerator
 
-from .media import RowMedia, VisionCache
+from .media import MediaResolver, RowMedia, VisionCache
 from .media.resolver import media_model_inputs
-from .models import DeferredEncoding, shared_prompt, vision_calls_skipped
+from .models import DeferredEncoding, dummy_vision_forward, shared_prompt, vision_calls_skipped, vision_tower
 from .models.families import inner_model, without_peft
 
-if TYPE_CHECKING:
-    from .trainer import QwenGRPOTrainer
+
+@dataclass
+class VisionEncoder:
+    """Runs the vision tower on the distinct media of rows that a cache lacks, and counts the input patches it
+    encodes (benchmarks read the count). `sync`: ranks must call the (sharded) tower alike (DeepSpeed/FSDP)."""
+
+    sync: bool
+    patches: int = 0
+
+    def __call__(self, vision: VisionCache, model, rows: list[RowMedia], *, every_kind: bool = False) -> None:
+        """Encode `rows`' media not in `vision` yet. `every_kind`: also call the tower for a kind these rows lack
+        when ranks must call it alike and no forward follows to make the stand-in call."""
+        before = vision.patches
+        for kind, attr in (("image", "images"), ("video", "videos")):
+            if any(getattr(r, attr) for r in rows):
+                vision.encode(model, rows, kinds=(kind,))
+            elif every_kind and self.sync:
+                dummy_vision_forward(vision_tower(model))
+        self.patches += vision.patches - before
+
+
+@dataclass(frozen=True)
+class PassMedia:
+    """What one log-prob pass (old, reference or policy) needs besides the model, handed over by the trainer.
+
+    `reused` is generation's vision cache when the tower and aligner are frozen (its outputs are exact for every
+    pass of that batch), else None: each forward then encodes its rows' distinct media afresh, with gradients.
+    `share_keep` is `logits_to_keep` when rows that repeat a prompt forward it once, else None.
+    """
+
+    rows: list[RowMedia]
+    resolver: MediaResolver
+    encoder: VisionEncoder
+    accelerator: Accelerator
+    encode_once: bool
+    reused: VisionCache | None = None
+    share_keep: int | None = None
 
 
 class MediaForward:
-    """The model as TRL's log-prob loop calls it: chunk by chunk, in row order; each call gets its rows' media.
-    With `logits_to_keep` given, a chunk's rows that repeat one prompt forward it once (`models.shared_prompt`)."""
+    """The model as TRL's log-prob loop calls it: chunk by chunk, in row order; each call gets its rows' media."""
 
-    def __init__(
-        self, trainer: QwenGRPOTrainer, model: torch.nn.Module, media: list[RowMedia], logits_to_keep: int | None
-    ) -> None:
-        self.trainer, self.model, self.media, self.next_row = trainer, model, media, 0
-        self.logits_to_keep = logits_to_keep
+    def __init__(self, model: torch.nn.Module, media: PassMedia) -> None:
+        self.model, self.media, self.next_row = model, media, 0
 
     def __call__(self, **model_inputs: Any) -> Any:
         ids = model_inputs["input_ids"]
-        rows = self.media[self.next_row : self.next_row + ids.size(0)]
+        rows = self.media.rows[self.next_row : self.next_row + ids.size(0)]
         self.next_row += ids.size(0)
         packing = None
-        if self.logits_to_keep is not None:
+        if self.media.share_keep is not None:
             keys = [tuple(map(id, r.images + r.videos)) for r in rows]
-            packing = shared_prompt.plan(model_inputs, self.logits_to_keep, keys)
+            packing = shared_prompt.plan(model_inputs, self.media.share_keep, keys)
         if packing is None:
             model_inputs.update(self._media_inputs(rows, ids.device))
             with self._stand_ins_off():
@@ -44,19 +81,19 @@ class MediaForward:
         else:
             outputs, model_inputs = self._shared(model_inputs, rows, packing)
         if isinstance(deferred := model_inputs.get("mm_encoder_outputs"), DeferredEncoding):
-            self.trainer.vision_patches += deferred.vision.patches  # a fresh cache, encoded in that forward
+            self.media.encoder.patches += deferred.vision.patches  # a fresh cache, encoded in that forward
         return outputs
 
     def _shared(self, model_inputs: dict[str, Any], rows: list[RowMedia], packing: shared_prompt.Packing):
         """The packed forward: positions from the full chunk, media of each group's first row only."""
-        ids, trainer = model_inputs["input_ids"], self.trainer
-        grids = media_model_inputs(trainer.processing_class, rows, ids.device, pixels=False)
-        inner = inner_model(trainer.accelerator.unwrap_model(self.model))
+        ids, processor = model_inputs["input_ids"], self.media.resolver.processor
+        grids = media_model_inputs(processor, rows, ids.device, pixels=False)
+        unwrapped = self.media.accelerator.unwrap_model(self.model)
         positions = shared_prompt.full_positions(
-            inner, ids, model_inputs["attention_mask"], model_inputs["mm_token_type_ids"], grids
+            inner_model(unwrapped), ids, model_inputs["attention_mask"], model_inputs["mm_token_type_ids"], grids
         )
         media = self._media_inputs([rows[i] for i in packing.firsts], ids.device)
-        additive = trainer._model_config.get_text_config()._attn_implementation == "eager"
+        additive = unwrapped.config.get_text_config()._attn_implementation == "eager"
         with self._stand_ins_off():
             outputs = shared_prompt.shared_forward(self.model, model_inputs, packing, positions, media, additive)
         return outputs, media
@@ -64,32 +101,29 @@ class MediaForward:
     def _media_inputs(self, rows: list[RowMedia], device) -> dict[str, Any]:
         """One forward's media: pixel tensors, or encoder outputs (once per distinct medium, one tower call per
         kind) encoded for it or reused from generation."""
-        trainer, model = self.trainer, self.model
-        if not trainer.args.vision_encode_once:
-            return trainer.media.model_inputs(rows, device)
-        mode = "train" if model.training else "eval"
-        if trainer._reuse_vision and mode in trainer._vision_by_mode:
-            vision = trainer._vision_by_mode[mode]  # only a medium it lacks is encoded (none in the usual flow)
-        else:
-            vision = VisionCache(trainer.processing_class)
-        unwrapped = trainer.accelerator.unwrap_model(model)
-        if trainer._sync_vision and not trainer._reuse_vision:
+        media = self.media
+        if not media.encode_once:
+            return media.resolver.model_inputs(rows, device)
+        # Reused: only a medium it lacks is encoded (none in the usual flow).
+        vision = media.reused if media.reused is not None else VisionCache(media.resolver.processor)
+        unwrapped = media.accelerator.unwrap_model(self.model)
+        if media.encoder.sync and media.reused is None:
             # Encoded inside the forward, where every rank makes its tower calls in one order (models/sync.py).
-            inputs = media_model_inputs(trainer.processing_class, rows, device, pixels=False)
+            inputs = media_model_inputs(media.resolver.processor, rows, device, pixels=False)
             inputs["mm_encoder_outputs"] = DeferredEncoding(vision, without_peft(unwrapped), rows, device)
             return inputs
-        with trainer.accelerator.autocast():
-            trainer._encode(vision, unwrapped, rows)
+        with media.accelerator.autocast():
+            media.encoder(vision, unwrapped, rows)
         inputs = vision.model_inputs(rows, device)
-        if trainer._sync_vision:  # reused outputs: no rank calls the tower in this pass (`_stand_ins_off`)
+        if media.encoder.sync:  # reused outputs: no rank calls the tower in this pass (`_stand_ins_off`)
             inputs.setdefault("mm_encoder_outputs", {})
         return inputs
 
     @contextmanager
     def _stand_ins_off(self) -> Iterator[None]:
         """With reused encoder outputs no rank calls the tower in a log-prob pass, so none needs stand-ins."""
-        if self.trainer._sync_vision and self.trainer._reuse_vision:
-            with vision_calls_skipped(self.trainer.accelerator.unwrap_model(self.model)):
+        if self.media.encoder.sync and self.media.reused is not None:
+            with vision_calls_skipped(self.media.accelerator.unwrap_model(self.model)):
                 yield
         else:
             yield

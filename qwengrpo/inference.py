@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,28 +75,6 @@ def load_policy_model(name: str, args: Any, **init_kwargs: Any) -> tuple[torch.n
     path = resolve_model(name)
     model = AutoModelForImageTextToText.from_pretrained(path, **init_kwargs)
     return apply_tuning(model, args), AutoProcessor.from_pretrained(path)
-
-
-@contextmanager
-def cache_on_save(model: torch.nn.Module) -> Iterator[None]:
-    """While a trainer saves `model`, its config says `use_cache: true`.
-
-    Trainer sets `config.use_cache` from `TrainingArguments.use_cache` (False: training forwards need no cache);
-    saved as is, every later `generate` on the model would run without a KV cache.
-    """
-    config = getattr(model, "config", None)
-    if config is None:
-        yield
-        return
-    training = config.__dict__.get("use_cache")  # composite VL configs only have it once Trainer has set it
-    config.use_cache = True
-    try:
-        yield
-    finally:
-        if training is None:
-            del config.use_cache
-        else:
-            config.use_cache = training
 
 
 def batches(items: list, size: int) -> Iterator[list]:

@@ -13,7 +13,7 @@ on_error: skip                 # freezing, LoRA, data checks, TRL's GRPO setting
 ```
 
 `dataset:` is read by the trainer's data section class: `qwengrpo.data.DatasetConfig` (formats in
-`qwengrpo.data.ADAPTERS`, plus `demo`) or `qwengrpo.offline.OfflineData` (`beam` / `text`). The trainer and
+`qwengrpo.data.formats()`, plus `demo`) or `qwengrpo.offline.OfflineData` (`beam` / `text`). The trainer and
 every command (`qwengrpo validate`, `preview`, `evaluate`) read a recipe through `load_recipe` only, so they
 see the same values; the data checks (`validate_data`, `on_error`, `rejects_path`, `duplicate_ids`) are config
 fields like the rest. An unknown key is an error that names the closest known one.
@@ -30,17 +30,16 @@ from typing import Any
 
 import yaml
 
+from .data.config import DatasetConfig
+from .demo import DemoData
+from .kinds import KINDS, TrainerKind
 from .overrides import OverrideError, dataclass_field
 from .overrides import apply_overrides as _apply
+from .tools.zoom import TOOLS
 
 logger = logging.getLogger(__name__)
 
-TRAINERS = ("grpo", "offline")
-# Recipe keys that are not config fields, per trainer.
-_KEYS = {
-    "grpo": {"trainer", "model_name_or_path", "dataset", "rewards", "tools"},
-    "offline": {"trainer", "model_name_or_path", "dataset", "policy", "policy_kwargs"},
-}
+TRAINERS = tuple(KINDS)
 QWEN_VL = "qwen_vl"
 
 
@@ -60,6 +59,11 @@ class Recipe:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     tools: list[str] = field(default_factory=list)  # ready tools by name (`qwengrpo.tools.TOOLS`)
 
+    @property
+    def kind(self) -> TrainerKind:
+        """Its row of the trainer-kinds table (`qwengrpo.kinds`): how it is built, validated and evaluated."""
+        return KINDS[self.trainer]
+
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """`["max_steps=2", "dataset.train=a.jsonl", "rewards.0.weight=0.5"]` → nested updates, each value typed by the
@@ -72,17 +76,20 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 def _field_type(raw: dict[str, Any], path: tuple[str, ...]) -> Any:
     """The annotation of the recipe value at `path`, None where the recipe declares none (rewards, policy_kwargs)."""
-    trainer = raw.get("trainer", "grpo")
     if path in (("model_name_or_path",), ("policy",)):
         return str
-    if trainer not in TRAINERS or path[0] in _KEYS[trainer] - {"dataset"}:
+    kind = KINDS.get(raw.get("trainer", "grpo"))
+    if kind is None or path[0] in kind.keys - {"dataset"}:
         return None
     if path[0] != "dataset":
-        return dataclass_field(_config_class(trainer), path)
+        return dataclass_field(kind.load("config"), path)
     if len(path) == 1:
         return dict
+    loader = kind.load("dataset")
     section = raw.get("dataset") if isinstance(raw.get("dataset"), dict) else {}
-    return dataclass_field(_dataset_class(trainer, section.get("format")), path[1:])
+    # The kind's `dataset:` reader: this module's `grpo_dataset`, or a dataclass's `from_dict`.
+    cls = grpo_dataset_class(section) if loader is grpo_dataset else getattr(loader, "__self__", None)
+    return dataclass_field(cls, path[1:]) if isinstance(cls, type) else None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -110,20 +117,19 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", need_model: bo
     without a model (`qwengrpo validate` of a data file) pass `need_model=False`."""
     raw = dict(raw)
     trainer = raw.get("trainer", "grpo")
-    if trainer not in TRAINERS:
+    if trainer not in KINDS:
         raise RecipeError(f"{source}: trainer must be one of {TRAINERS}, got {trainer!r}")
-    config_cls = _config_class(trainer)
+    kind = KINDS[trainer]
+    config_cls = kind.load("config")
     known = {f.name for f in fields(config_cls)}
-    if unknown := sorted(set(raw) - known - _KEYS[trainer]):
-        raise RecipeError(
-            f"{source}: unknown key(s) {', '.join(_suggest(k, known | _KEYS[trainer]) for k in unknown)}"
-        )
-    dataset = _dataset(trainer, raw.get("dataset"), source)
+    if unknown := sorted(set(raw) - known - kind.keys):
+        raise RecipeError(f"{source}: unknown key(s) {', '.join(_suggest(k, known | kind.keys) for k in unknown)}")
+    dataset = _dataset(kind, raw.get("dataset"), source)
     specs = list(raw.get("rewards") or [])
     if not isinstance(raw.get("policy_kwargs", {}), dict):
         raise RecipeError(f"{source}: policy_kwargs must be a mapping of the builder's arguments")
     args = {k: v for k, v in raw.items() if k in known}
-    if trainer == "grpo":
+    if kind.weighted_rewards:
         weights = [float(s.get("weight", 1.0)) if isinstance(s, dict) else 1.0 for s in specs]
         args.setdefault("reward_weights", weights or None)
         specs = [{k: v for k, v in s.items() if k != "weight"} if isinstance(s, dict) else s for s in specs]
@@ -133,36 +139,24 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", need_model: bo
         raise RecipeError(f"{source}: {exc}") from exc
     model = raw.get("model_name_or_path")
     policy = raw.get("policy", QWEN_VL)
-    if need_model and not model and (trainer == "grpo" or policy == QWEN_VL):
+    if need_model and not model and not (kind.custom_policy and policy != QWEN_VL):
         raise RecipeError(f"{source}: model_name_or_path is missing (a folder, a hub id, or tiny:<family>)")
     tools = _tools(raw.get("tools"), source)
     return Recipe(source, trainer, model, dataset, config, specs, policy, dict(raw.get("policy_kwargs") or {}), tools)
 
 
 def _tools(value: Any, source: str) -> list[str]:
-    from .tools.zoom import TOOLS  # no torch at recipe-parse time beyond what the config already imports
-
     names = [value] if isinstance(value, str) else list(value or [])
     if unknown := [n for n in names if n not in TOOLS]:
         raise RecipeError(f"{source}: tools: unknown tool(s) {unknown}; the ready tools are {sorted(TOOLS)}")
     return names
 
 
-def _config_class(trainer: str) -> type:
-    if trainer == "offline":
-        from .offline.config import OfflineGRPOConfig
-
-        return OfflineGRPOConfig
-    from .config import QwenGRPOConfig
-
-    return QwenGRPOConfig
-
-
 # Settings that once sat in the dataset section and are config fields now (so the trainer enforces them too).
 _MOVED = {"on_error": "on_error", "rejects": "rejects_path", "duplicate_ids": "duplicate_ids"}
 
 
-def _dataset(trainer: str, section: Any, source: str) -> Any:
+def _dataset(kind: TrainerKind, section: Any, source: str) -> Any:
     if section is None:
         raise RecipeError(f"{source}: the dataset: section is missing (format, train, eval, ...)")
     if not isinstance(section, dict):
@@ -173,23 +167,18 @@ def _dataset(trainer: str, section: Any, source: str) -> Any:
             f"{section[moved[0]]}` beside output_dir, where the trainer and every command read it"
         )
     try:
-        return _dataset_class(trainer, section.get("format")).from_dict(section)
+        return kind.load("dataset")(section)
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"{source}: {exc}") from exc
 
 
-def _dataset_class(trainer: str, data_format: Any) -> type:
-    if trainer == "offline":
-        from .offline.data import OfflineData
+def grpo_dataset(section: dict[str, Any]) -> Any:
+    """A GRPO recipe's `dataset:` section: the generated demo task, or rows in a registered format."""
+    return grpo_dataset_class(section).from_dict(section)
 
-        return OfflineData
-    if data_format == "demo":
-        from .demo import DemoData
 
-        return DemoData
-    from .data.config import DatasetConfig
-
-    return DatasetConfig
+def grpo_dataset_class(section: dict[str, Any]) -> type:
+    return DemoData if section.get("format") == "demo" else DatasetConfig
 
 
 def _suggest(key: str, known: set[str]) -> str:

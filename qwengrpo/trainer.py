@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 from collections import deque
 from collections.abc import Iterator
@@ -11,40 +13,25 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object
-from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOTrainer
 
-from ._upstream import TrainerWorkarounds, fix_rope_index
 from .config import QwenGRPOConfig
 from .data.guard import RowGuard
-from .data.loading import check_converted
-from .data.preflight import preflight, rejects_path
-from .device import model_load_kwargs
-from .dynamic_sampling import refill
-from .forward import MediaForward
+from .data.preflight import preflight_splits, rejects_path
+from .dynamic_sampling import Refill, refill
+from .forward import MediaForward, PassMedia, VisionEncoder
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMedia, VisionCache, strip_media_columns
 from .media.refs import split_row
 from .media.resolver import Processed, media_model_inputs
-from .models import (
-    apply_tuning,
-    dummy_vision_forward,
-    mm_token_type_ids,
-    shared_prompt,
-    suppress_in_head,
-    sync_vision_calls,
-    vision_token_ids,
-    vision_tower,
-    without_peft,
-)
+from .models import mm_token_type_ids, shared_prompt, sync_vision_calls, vision_tower, without_peft
 from .models.checkpoint import resolve_resume
 from .models.families import check_reward_coordinates
+from .models.policy import load_policy, prepare_policy
 from .models.suppress import reference_like_policy
-from .rewards import check_reward_columns
 from .rewards.checked import NonFiniteWatch, checked_rewards
-from .tiny import resolve_model
-from .tools import load_chat_template
-from .tools.turns import ToolLoop, ToolTurns
+from .tool_turns import ToolLoop, ToolTurns
 from .tracking import CompletionsTable, row_refs, use_safe_wandb
+from .workarounds import TrainerWorkarounds
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +40,7 @@ logger = logging.getLogger(__name__)
 class _Batch:
     """The rows a TRL call is working on and their media, in row order (`rows` is None in a loss micro-batch), and
     the vision cache generation encodes them into (None when media go to `generate` as pixels). In tool turns
-    (`qwengrpo.tools.turns`): the resolved tool images, TRL's tool loop, and the rows a turn generates."""
+    (`qwengrpo.tool_turns`): the resolved tool images, TRL's tool loop, and the rows a turn generates."""
 
     rows: list[dict] | None
     media: list[RowMedia]
@@ -79,12 +66,13 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
 
     Overridden TRL methods (six), and why each must be:
 
-    - `__init__`: loads the model/processor, applies freezing and last-K LoRA, excludes vision tokens from the
-      policy's own head (TRL suppresses only the image pad token, and in sampling only), checks that the dataset has
-      every column the rewards need and fits vLLM's limits, runs the pre-flight checks (`qwengrpo.data.preflight`,
-      once, on the main process), wraps rewards so a bad output names the reward and the row
-      (`qwengrpo.rewards.checked`), builds the media resolver, and plugs qwengrpo's vLLM backend into TRL's
-      `rollout_func` seam (TRL's own backend sends vLLM images only, never video or encoder outputs).
+    - `__init__`: a list of named steps on a copy of the caller's config: load the model and processor
+      (`models.policy.load_policy`); freezing, last-K LoRA and the policy's head, with vision tokens excluded (TRL
+      suppresses only the image pad token, and in sampling only: `models.policy.prepare_policy`); start vLLM; wrap
+      rewards so a bad output names the reward and the row (`qwengrpo.rewards.checked`); the pre-flight checks
+      (the rewards' columns, vLLM's limits; `qwengrpo.data.preflight`, once, on the main process); TRL's own
+      constructor with qwengrpo's vLLM backend in its `rollout_func` seam (TRL's sends vLLM images only, never
+      video or encoder outputs: `_init_trl`); the media resolver and guards (`_init_media`); logging.
     - `_generate_and_score_completions`: resolves the batch's media once (a row that fails is named by file and
       line, and in skip mode replaced: `qwengrpo.data.guard`), calls TRL on media-free rows inside a scope that
       holds the batch's media, and attaches each row's media to the output, so shuffling/splitting carries it per
@@ -105,63 +93,48 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
       it once (`models.shared_prompt`).
 
     Tool calls whose results are images (`tools=` / `environment_factory=`, e.g. `qwengrpo.tools`' crop and frames)
-    are the mixin `qwengrpo.tools.turns.ToolTurns`: three more TRL hooks, which put each tool image through the media
+    are the mixin `qwengrpo.tool_turns.ToolTurns`: three more TRL hooks, which put each tool image through the media
     layer and give it to the next turn and every log-prob pass.
 
     Media never pass between hooks through instance state: the two entry points open a scope (`_batch`) that the
-    hooks TRL calls inside them read, and a hook called outside one fails. The completions table with each row's
-    media is a callback (`qwengrpo.tracking.CompletionsTable`). Workarounds for Trainer behaviour (epoch-positioned
-    resume sampler, full-checkpoint and best-model loading, atomic checkpoints and final save, `use_cache` in saved
-    models) are a mixin in `qwengrpo._upstream`, each with the condition under which it can go.
+    hooks TRL calls inside them read, and a hook called outside one fails. What outlives one TRL call travels in
+    TRL's own buffered inputs (`_buffered_inputs`, kept across the steps a generation batch trains), per row: its
+    media (`media`) and the vision cache generation encoded them into (`vision`), which the log-prob passes reuse
+    when the encoder is frozen. A pass gets all it needs as one object (`qwengrpo.forward.PassMedia`), dynamic
+    sampling a `Refill`; `last_batch_media` is kept for inspection only, and no hook reads it. The completions
+    table with each row's media is a callback (`qwengrpo.tracking.CompletionsTable`). Workarounds for Trainer
+    behaviour (epoch-positioned resume sampler, full-checkpoint and best-model loading, atomic checkpoints and final
+    save, `use_cache` in saved models) are a mixin in `qwengrpo.workarounds`, each with when it can go.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
-        args = args or QwenGRPOConfig(output_dir="outputs/qwengrpo")
-        model_id = model = resolve_model(model) if isinstance(model, str) else model  # tiny:<family> too
-        if isinstance(model, str):
-            model = AutoModelForImageTextToText.from_pretrained(model_id, **model_load_kwargs(args.model_init_kwargs))
-        if kwargs.get("processing_class") is None:
-            path = model_id if isinstance(model_id, str) else model.config._name_or_path
-            kwargs["processing_class"] = AutoProcessor.from_pretrained(path, padding_side="left")
-        if args.chat_template_path:
-            kwargs["processing_class"].chat_template = load_chat_template(args.chat_template_path)
-        if args.lora_last_k or kwargs.get("peft_config") is None:
-            model = apply_tuning(model, args)
-        # The policy is the model with vision placeholders (and any `suppress_tokens`) excluded from its own head,
-        # so every sampler and every log-prob pass see one distribution (`qwengrpo.models.suppress`).
-        user = (args.generation_kwargs or {}).get("suppress_tokens", ())
-        suppress = sorted({*vision_token_ids(model.config), *user})
-        suppress_in_head(model, suppress)
-        fix_rope_index(model)
-        self._rollout, vllm_limits = None, []
-        if args.use_vllm:  # started before the data checks, which hold every row to its limits
-            from .rollout import start_rollout
-
-            self._rollout = start_rollout(model, args, suppress, kwargs)
-            vllm_limits.append(self._rollout.prompt_limit(args.max_completion_length))
+        # A copy: the run resolves `resume_from_checkpoint` and turns TRL's own vLLM path off in its config, not the
+        # caller's (TRL keeps this one as `self.args`).
+        args = copy.copy(args) if args is not None else QwenGRPOConfig(output_dir="outputs/qwengrpo")
+        model, kwargs["processing_class"] = load_policy(model, args, kwargs.get("processing_class"))
+        model, suppress = prepare_policy(model, args, kwargs.get("peft_config"))
+        # vLLM starts before the data checks, which hold every row to its limits.
+        self._rollout = _start_rollout(model, args, suppress, kwargs)
+        limits = [] if self._rollout is None else [self._rollout.prompt_limit(args.max_completion_length)]
         own = [] if args.max_prompt_tokens is None else [PromptLimit(args.max_prompt_tokens)]
-        self._max_prompt_tokens = min([*own, *vllm_limits], key=lambda limit: limit.tokens, default=None)
+        self._max_prompt_tokens = min([*own, *limits], key=lambda limit: limit.tokens, default=None)
         reward_funcs = checked_rewards(reward_funcs)  # a bad reward output names the reward and the row
         check_reward_coordinates(reward_funcs, model.config.model_type)
-        dataset = kwargs.get("train_dataset")
-        if dataset is not None and getattr(dataset, "column_names", None) is not None:
-            # Rows that could not be converted lack every column: say why they failed before what they lack.
-            check_converted(dataset, "train_dataset")
-            # A missing gold column must fail here, not after the first generation batch.
-            check_reward_columns(reward_funcs, [*dataset.column_names, "media"])
-            checked = {"reward_funcs": reward_funcs, "chat_template_kwargs": args.chat_template_kwargs}
-            checked["limits"] = vllm_limits  # beside `max_prompt_tokens`, named as such in the errors
-            kwargs["train_dataset"] = preflight(dataset, kwargs["processing_class"], args, **checked)
-            evals = kwargs.get("eval_dataset")
-            if getattr(evals, "column_names", None) is not None:  # a held-out row gets the same checks
-                kwargs["eval_dataset"] = preflight(evals, kwargs["processing_class"], args, **checked, split="eval")
+        kwargs |= preflight_splits(kwargs, reward_funcs, args, limits)
         if isinstance(kwargs.get("environment_factory"), dict):
             raise ValueError(
                 "environment_factory: one environment class per run (a dict of environments would need each row's "
                 "prompt rendered with its own tool schema, which qwengrpo's media layer does not do yet)"
             )
         args.resume_from_checkpoint = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-        # TRL's own vLLM backend sends images only (no video, no encoder outputs); ours is attached below.
+        self._init_trl(model, reward_funcs, args, suppress, kwargs)
+        self._init_media(args)
+        self._init_logging(args)
+
+    def _init_trl(self, model, reward_funcs, args: QwenGRPOConfig, suppress: list[int], kwargs: dict) -> None:
+        """TRL's constructor, with its own vLLM backend off (it sends vLLM images only: no video, no encoder
+        outputs) and ours plugged into its `rollout_func` seam afterwards; the reference model it builds gets the
+        policy's head."""
         use_vllm, args.use_vllm = args.use_vllm, False
         try:
             with reference_like_policy(suppress):
@@ -169,18 +142,17 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
         finally:
             args.use_vllm = use_vllm
         if self._rollout is not None:
-            # TRL's seam for custom rollouts: it syncs weights through `vllm_generation` after each optimizer step
-            # and takes prompt ids, completion ids and sampling log-probs from `rollout_func`.
+            # TRL syncs weights through `vllm_generation` after each optimizer step and takes prompt ids,
+            # completion ids and sampling log-probs from `rollout_func`.
             self.use_vllm, self._last_loaded_step = True, -1
             self._rollout.attach(self.accelerator.unwrap_model(self.model))
             self.vllm_generation = self.rollout_func = self._rollout
-        self._sync_vision = self.is_deepspeed_enabled or self.is_fsdp_enabled
-        if self._sync_vision:
-            # A rank without images or videos must still call the sharded vision tower (models/sync.py).
+        sync = self.is_deepspeed_enabled or self.is_fsdp_enabled
+        self._encoder = VisionEncoder(sync)
+        if sync:  # a rank without images or videos must still call the sharded vision tower (models/sync.py)
             for m in (self.model, self.ref_model):
                 if m is not None:
                     sync_vision_calls(m)
-
         config = self._model_config = self.accelerator.unwrap_model(self.model).config
         self._vision_ids = {
             "image": config.image_token_id,
@@ -188,11 +160,12 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
             "start": config.vision_start_token_id,
             "end": config.vision_end_token_id,
         }
-        suppress = set(self.generation_kwargs.get("suppress_tokens") or []) | set(self._vision_ids.values())
-        self.generation_kwargs["suppress_tokens"] = sorted(suppress)
-        self.generation_config.suppress_tokens = sorted(suppress)
+        suppressed = sorted({*(self.generation_kwargs.get("suppress_tokens") or ()), *self._vision_ids.values()})
+        self.generation_kwargs["suppress_tokens"] = self.generation_config.suppress_tokens = suppressed
 
-        # Prompts render as TRL renders them: with the tool schema, in TRL's training template when it swaps one in.
+    def _init_media(self, args: QwenGRPOConfig) -> None:
+        """The media layer (prompts render as TRL renders them: with the tool schema, in TRL's training template
+        when it swaps one in), the row guards, and which savings the log-prob passes can take."""
         render = {**self.chat_template_kwargs, **({"tools": self.tools} if self.tools else {})}
         if self.chat_template is not None:
             render["chat_template"] = self.chat_template
@@ -208,17 +181,11 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
         self.last_batch_media: list[RowMedia] = []  # the latest generation batch's, for inspection only
         frozen = not any(p.requires_grad for p in vision_tower(self.accelerator.unwrap_model(self.model)).parameters())
         self._reuse_vision = args.vision_encode_once and args.vision_reuse_frozen and frozen
-        self._vision_by_mode: dict[str, VisionCache] = {}  # train and eval batches can interleave
-        self.vision_patches = 0  # vision-tower input patches encoded through the caches (benchmarks read it)
-        self._wandb_callback = use_safe_wandb(self.callback_handler)
-        if args.log_completions:  # TRL's table has no media, and W&B rejects its multimodal prompt column
-            self.log_completions = False
-            self.add_callback(CompletionsTable(self, self._wandb_callback))
         self._guards = {
             "train": RowGuard(self.train_dataset, args.on_error, rejects_path(args)),
             "eval": RowGuard(self.eval_dataset, args.on_error, rejects_path(args, "eval")),
         }
-        self._reward_watch = NonFiniteWatch(self.reward_funcs, args.reward_nonfinite_patience)
+        config = self._model_config
         self._share_prompt = args.share_prompt_in_logps and (why := shared_prompt.why_not_shared(config)) is None
         if args.share_prompt_in_logps and not self._share_prompt:
             logger.info("share_prompt_in_logps: full sequences in the log-prob passes, since %s", why)
@@ -227,31 +194,56 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
                 "share_prompt_in_logps: full sequences in the policy pass, since the MoE load-balancing loss averages"
                 " over every prompt copy (router_aux_loss_coef=0 shares it too)"
             )
+
+    def _init_logging(self, args: QwenGRPOConfig) -> None:
+        self._wandb_callback = use_safe_wandb(self.callback_handler)
+        if args.log_completions:  # TRL's table has no media, and W&B rejects its multimodal prompt column
+            self.log_completions = False
+            self.add_callback(CompletionsTable(self, self._wandb_callback))
         self._logs["media"] = deque(maxlen=args.generation_batch_size)  # row media for the completions table
+        self._reward_watch = NonFiniteWatch(self.reward_funcs, args.reward_nonfinite_patience)
+
+    @property
+    def vision_patches(self) -> int:
+        """Vision-tower input patches encoded through the caches so far (benchmarks read it)."""
+        return self._encoder.patches
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        output, rewards = self._score_rows(inputs)
-        if self.args.dynamic_sampling and self.model.training:
-            output = refill(self, output, rewards)  # may score more rows through `_score_rows`
-            self.last_batch_media = output["media"]
-        return output
-
-    def _score_rows(
-        self, inputs: list[dict[str, Any]], continued: bool = False
-    ) -> tuple[dict[str, Any], torch.Tensor]:
-        """TRL's scored batch for `inputs` with each row's media, and the rewards gathered over ranks. `continued`:
-        more rows of the same generation batch (dynamic sampling), encoded into the same vision cache."""
-        mode = "train" if self.model.training else "eval"
-        guard = self._guards[mode]
-        inputs, media = guard.resolve(self.media, inputs, self.state.global_step)
         # vLLM is always handed encoder outputs, so its rollouts encode each distinct medium once regardless.
         once = self.args.vision_encode_once or self.use_vllm
-        if continued:
-            vision = self._vision_by_mode.get(mode) if once else None
-        else:
-            vision = VisionCache(self.processing_class) if once else None
-        if vision is not None:  # the log-prob passes reuse it when the encoder is frozen
-            self._vision_by_mode[mode] = vision
+        vision = VisionCache(self.processing_class) if once else None
+        output, rewards = self._score_rows(inputs, vision)
+        if self.args.dynamic_sampling and self.model.training:
+            output, counts = refill(self._refill(vision), output, rewards)  # may score more rows, into `vision`
+            for key, value in counts.items():
+                self._metrics["train"][key].append(value)
+        # The batch's vision cache travels with its rows in TRL's buffered inputs, to the log-prob passes of the
+        # steps that train on them, which reuse its outputs when the encoder is frozen.
+        output["vision"] = [vision] * len(output["media"])
+        self.last_batch_media = output["media"]
+        return output
+
+    def _refill(self, vision: VisionCache | None) -> Refill:
+        return Refill(
+            dataset=self.train_dataset,
+            group_size=self.num_generations,
+            reward_weights=self.reward_weights,
+            per_function=self.multi_objective_aggregation == "normalize_then_sum",
+            max_rounds=self.args.max_resample_rounds,
+            seed=self.args.seed,
+            step=self.state.global_step,
+            pad_token_id=self.processing_class.tokenizer.pad_token_id,
+            accelerator=self.accelerator,
+            score=functools.partial(self._score_rows, vision=vision),
+        )
+
+    def _score_rows(
+        self, inputs: list[dict[str, Any]], vision: VisionCache | None
+    ) -> tuple[dict[str, Any], torch.Tensor]:
+        """TRL's scored batch for `inputs` with each row's media, and the rewards gathered over ranks; generation
+        encodes the rows' media into `vision` (None: `generate` takes pixels)."""
+        guard = self._guards["train" if self.model.training else "eval"]
+        inputs, media = guard.resolve(self.media, inputs, self.state.global_step)
         stripped = [strip_media_columns(row, m.prompt) for row, m in zip(inputs, media, strict=True)]
         if self.environment_factories is not None:  # tools (`qwengrpo.tools`) read the row's media from `reset`
             stripped = [
@@ -260,7 +252,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
             ]
         with self._batch(inputs, media, vision) as batch, self._encoder_outputs_in_generate(media, vision):
             output = super()._generate_and_score_completions(stripped)
-        output["media"] = self.last_batch_media = media
+        output["media"] = media
         if self.args.log_completions:  # gathered like TRL's logged prompts, so the table can draw each row's media
             self._logs["media"].extend(gather_object(row_refs(inputs, media, self.media.budget)))
         return output, batch.rewards
@@ -312,7 +304,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
             if not any(r.images or r.videos for r in rows):  # transformers' own hook: the ranks stay in step
                 return type(model)._prepare_multimodal_encoder_kwargs_for_generation(model, model_kwargs)
             with self.accelerator.autocast():
-                self._encode(vision, model, rows)
+                self._encoder(vision, model, rows)
             device = model_kwargs["input_ids"].device if "input_ids" in model_kwargs else None
             model_kwargs["mm_encoder_outputs"] = vision.model_inputs(rows, device)["mm_encoder_outputs"]
             return model_kwargs
@@ -323,23 +315,12 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
         finally:
             del model._prepare_multimodal_encoder_kwargs_for_generation
 
-    def _encode(self, vision: VisionCache, model, rows: list[RowMedia], *, every_kind: bool = False) -> None:
-        """Encode `rows`' media not in `vision` yet. `every_kind`: also call the tower for a kind this rank lacks
-        when ranks must call it alike (DeepSpeed/FSDP) and no forward follows to make the stand-in call."""
-        before = vision.patches
-        for kind, attr in (("image", "images"), ("video", "videos")):
-            if any(getattr(r, attr) for r in rows):
-                vision.encode(model, rows, kinds=(kind,))
-            elif every_kind and self._sync_vision:
-                dummy_vision_forward(vision_tower(model))
-        self.vision_patches += vision.patches - before
-
     def rollout_media(self) -> tuple[list[RowMedia], VisionCache]:
         """The batch's rows, their distinct media encoded once, for the vLLM rollout (`VLLMRollout.__call__`)."""
         batch = self._scoped()
         model = without_peft(self.accelerator.unwrap_model(self.model))
         with torch.no_grad(), self.accelerator.autocast():
-            self._encode(batch.vision, model, batch.media, every_kind=True)
+            self._encoder(batch.vision, model, batch.media, every_kind=True)
         return batch.media, batch.vision
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -353,7 +334,7 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
         return rewards
 
     def _compute_loss(self, model, inputs):
-        with self._batch(None, inputs["media"]):
+        with self._batch(None, inputs["media"], inputs["vision"][0]):
             return super()._compute_loss(model, inputs)
 
     def _get_per_token_logps_and_entropies(
@@ -367,11 +348,20 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
         compute_aux_loss=False,
         **image_kwargs,  # TRL's image-only tensors; the media come from the batch's RowMedia instead
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        media = self._scoped().media
-        if len(media) != input_ids.size(0):
-            raise RuntimeError(f"{len(media)} rows of media for a batch of {input_ids.size(0)} sequences")
+        batch = self._scoped()
+        if len(batch.media) != input_ids.size(0):
+            raise RuntimeError(f"{len(batch.media)} rows of media for a batch of {input_ids.size(0)} sequences")
+        media = PassMedia(
+            batch.media,
+            self.media,
+            self._encoder,
+            self.accelerator,
+            encode_once=self.args.vision_encode_once,
+            reused=batch.vision if self._reuse_vision else None,
+            share_keep=logits_to_keep if self._share_prompt else None,
+        )
         return super()._get_per_token_logps_and_entropies(
-            MediaForward(self, model, media, logits_to_keep if self._share_prompt else None),
+            MediaForward(model, media),
             input_ids,
             attention_mask,
             logits_to_keep,
@@ -380,3 +370,12 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
             compute_aux_loss,
             mm_token_type_ids=mm_token_type_ids(input_ids, self._model_config),
         )
+
+
+def _start_rollout(model, args: QwenGRPOConfig, suppress: list[int], kwargs: dict):
+    """qwengrpo's vLLM backend (`qwengrpo.rollout`), started from the prepared policy; None without vLLM."""
+    if not args.use_vllm:
+        return None
+    from .rollout import start_rollout  # vLLM's modules load only in runs that sample with it
+
+    return start_rollout(model, args, suppress, kwargs)

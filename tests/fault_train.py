@@ -21,6 +21,18 @@ from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer
 from qwengrpo.errors import InputError
 
 
+def kill_at_save(step: int) -> None:
+    """SIGKILL this process while `checkpoint-{step}` is written, right before its trainer state (written last)."""
+    save = TrainerState.save_to_json
+
+    def save_or_die(state, path):
+        if f"checkpoint-{step}" in str(path):
+            os.kill(os.getpid(), signal.SIGKILL)
+        save(state, path)
+
+    TrainerState.save_to_json = save_or_die
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -31,14 +43,7 @@ def main() -> None:
     parser.add_argument("--final-save-only", action="store_true", help="no checkpoints; save the model at the end")
     cli = parser.parse_args()
     if cli.kill_at_save is not None:
-        save = TrainerState.save_to_json
-
-        def save_or_die(state, path):
-            if f"checkpoint-{cli.kill_at_save}" in str(path):
-                os.kill(os.getpid(), signal.SIGKILL)
-            save(state, path)
-
-        TrainerState.save_to_json = save_or_die
+        kill_at_save(cli.kill_at_save)
     args = QwenGRPOConfig(
         output_dir=cli.out,
         max_steps=cli.max_steps,

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from factories import make_trainer
-from helpers import rows_for
+from datasets import Dataset
+from factories import make_trainer, tiny_args
+from helpers import length_reward, rows_for
 
+from qwengrpo import QwenGRPOTrainer
 from qwengrpo.models.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,3 +135,15 @@ def test_full_disk_at_the_final_save_is_reported_and_leaves_no_half_model(tiny_m
     assert " MiB free of " in error and "the partial final model was removed" in error and error.endswith("free space")
     listing = proc.stdout.strip().split("rc=1", 1)[1].split()
     assert not {"config.json", "model.safetensors", ".partial-model"} & set(listing), listing
+
+
+def test_the_callers_config_is_not_changed(tiny_models, media_dir, tmp_path):
+    """The trainer resolves `resume_from_checkpoint` (and turns TRL's own vLLM path off) in its own copy."""
+    out = tmp_path / "out"
+    make_trainer(tiny_models["qwen2_vl"], rows_for("image", media_dir), tmp_path, save_strategy="steps").train()
+    args = tiny_args(out, resume_from_checkpoint=True, max_steps=3)
+    before = {k: repr(v) for k, v in vars(args).items()}
+    rows = Dataset.from_list(rows_for("image", media_dir))
+    trainer = QwenGRPOTrainer(str(tiny_models["qwen2_vl"]), length_reward, args=args, train_dataset=rows)
+    assert trainer.args.resume_from_checkpoint == str(out / "checkpoint-2")
+    assert {k: repr(v) for k, v in vars(args).items()} == before

@@ -13,8 +13,9 @@ from trl import GRPOTrainer
 from qwengrpo import QwenGRPOTrainer
 from qwengrpo.media import MediaBudget
 from qwengrpo.media.refs import split_row
-from qwengrpo.tools import load_chat_template, tool_environment
-from qwengrpo.tools.turns import ToolLoop
+from qwengrpo.models.templates import load_chat_template
+from qwengrpo.tool_turns import ToolLoop
+from qwengrpo.tools import tool_environment
 from qwengrpo.tools.zoom import Crop, Frames
 
 

@@ -12,10 +12,10 @@ from transformers import Trainer
 from trl import GRPOTrainer
 
 from qwengrpo import QwenGRPOTrainer
-from qwengrpo._upstream import TrainerWorkarounds
-from qwengrpo.tools.turns import ToolTurns
+from qwengrpo.tool_turns import ToolTurns
+from qwengrpo.workarounds import TrainerWorkarounds
 
-# The trainer's own overrides of GRPOTrainer (at most six), and the Trainer workarounds of `qwengrpo._upstream`.
+# The trainer's own overrides of GRPOTrainer (at most six), and the Trainer workarounds of `qwengrpo.workarounds`.
 OVERRIDES = {
     "__init__": None,  # ours has its own signature; TRL's keywords are passed through
     "_generate_and_score_completions": ["self", "inputs"],
@@ -33,7 +33,7 @@ OVERRIDES = {
         "compute_aux_loss",
     ],
 }
-# Tool turns with images (`qwengrpo.tools.turns.ToolTurns`, a mixin of the trainer).
+# Tool turns with images (`qwengrpo.tool_turns.ToolTurns`, a mixin of the trainer).
 TOOL_TURNS = {
     "_tool_call_loop": [
         "self",

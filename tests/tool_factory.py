@@ -25,8 +25,9 @@ from qwengrpo.media import MediaBudget, MediaResolver
 from qwengrpo.media.refs import split_row
 from qwengrpo.media.resolver import media_model_inputs
 from qwengrpo.models import mm_token_type_ids
+from qwengrpo.models.templates import load_chat_template
 from qwengrpo.tiny import resolve_model
-from qwengrpo.tools import load_chat_template, tool_environment
+from qwengrpo.tools import tool_environment
 
 TOOLS = ["crop", "frames"]
 

@@ -54,15 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     checkpoint = args.checkpoint or recipe.args.output_dir
-    is_recipe = args.source.endswith((".yaml", ".yml"))
-    name = "held_out" if is_recipe else Path(args.source).stem
+    name = "held_out" if _is_recipe(args) else Path(args.source).stem
     # Reports go beside a checkpoint folder; a tiny:<family> one lives in a cache, so the run folder takes them.
     folder = Path(recipe.args.output_dir if str(checkpoint).startswith("tiny:") else checkpoint)
     report_path = Path(args.report or folder / f"eval_{name}.json")
-    if recipe.trainer == "offline":
-        report = _offline(recipe, checkpoint, args)
-    else:
-        report = _grpo(recipe, checkpoint, args, is_recipe, report_path.parent / "rejects.jsonl")
+    report = recipe.kind.load("evaluate")(recipe, checkpoint, args, report_path)
     report = {"checkpoint": str(checkpoint), "source": args.source, "split": "eval", **report}
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -70,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grpo(recipe, checkpoint: str, args: argparse.Namespace, is_recipe: bool, rejects_base: Path) -> dict:
+def evaluate_generations(recipe, checkpoint: str, args: argparse.Namespace, report_path: Path) -> dict:
+    """A GRPO checkpoint's generations on held-out rows, scored by the rewards."""
     import yaml
 
     from ..data import ValidationError, validate_dataset
@@ -83,14 +80,14 @@ def _grpo(recipe, checkpoint: str, args: argparse.Namespace, is_recipe: bool, re
     from ..rewards import get_rewards
 
     # A data file is the held-out data itself; a recipe's held-out split is its `eval`, never its train files.
-    dataset = load_split(recipe, "eval" if is_recipe else "train")
+    dataset = load_split(recipe, "eval" if _is_recipe(args) else "train")
     if dataset is None:
         raise ValueError(f"{args.source} has no held-out split: add dataset.eval (or --set dataset.eval=FILE)")
     rewards = get_rewards([yaml.safe_load(s) for s in args.reward] or recipe.rewards)
     model, processor = load_checkpoint(checkpoint, args.base, device=args.device)
     what = "the final model" if str(checkpoint) == str(recipe.args.output_dir) else "as given by --checkpoint"
     logger.info("evaluating %s (%s) on %d held-out rows", checkpoint, what, len(dataset))
-    config, rejects = recipe.args, split_rejects_path(str(rejects_base), "eval")
+    config, rejects = recipe.args, split_rejects_path(str(report_path.parent / "rejects.jsonl"), "eval")
     budget = MediaBudget.from_args(config)
     try:
         dataset, checks = validate_dataset(
@@ -126,10 +123,15 @@ def _grpo(recipe, checkpoint: str, args: argparse.Namespace, is_recipe: bool, re
     return {"base": args.base, "left_out": checks.n_rejected, **report}
 
 
-def _offline(recipe, checkpoint: str, args: argparse.Namespace) -> dict:
+def evaluate_candidates(recipe, checkpoint: str, args: argparse.Namespace, report_path: Path) -> dict:
+    """An offline checkpoint's candidate ranking against the starting policy's."""
     from ..offline.evaluate import compare, format_table, resolve_checkpoint
 
     weights = resolve_checkpoint(checkpoint, args.checkpoint_choice)
     results = compare(recipe, weights, args.batch_size)
     print(format_table(results))
     return {"choice": args.checkpoint_choice, "weights": str(weights), "results": results}
+
+
+def _is_recipe(args: argparse.Namespace) -> bool:
+    return args.source.endswith((".yaml", ".yml"))

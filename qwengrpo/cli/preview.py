@@ -16,13 +16,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args)
+    if recipe.kind.preview is None:
+        raise ValueError(f"{args.source}: preview draws prompts; a {recipe.trainer} recipe's groups have none")
+    return recipe.kind.load("preview")(recipe, args)
+
+
+def preview_rows(recipe, args: argparse.Namespace) -> int:
+    """A GRPO recipe's rows drawn as the model will see them."""
     from ..data import preview_dataset
     from ..launch import load_split
     from ..media import MediaBudget
 
-    recipe = recipe_from_args(args)
-    if recipe.trainer == "offline":
-        raise ValueError(f"{args.source}: preview shows GRPO rows; an offline recipe's groups have no prompts to draw")
     dataset = load_split(recipe, args.split)
     if dataset is None:
         raise ValueError(f"{args.source} has no {args.split} split (dataset.{args.split})")

@@ -29,8 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
-    if recipe.trainer == "offline":
-        return _offline(recipe)
+    return recipe.kind.load("validate")(recipe, args)
+
+
+def validate_rows(recipe, args: argparse.Namespace) -> int:
+    """A GRPO recipe's rows, checked as the trainer's pre-flight checks them."""
     from ..data import ValidationError, validate_dataset
     from ..data.validate import split_rejects_path
     from ..launch import load_split
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _offline(recipe) -> int:
+def validate_groups(recipe, args: argparse.Namespace) -> int:
+    """An offline recipe's candidate groups, read as its trainer reads them."""
     from ..offline.launch import build_groups
 
     for split, groups in zip(("train", "eval"), build_groups(recipe), strict=True):

@@ -1,7 +1,8 @@
 """The data layer: adapters from source formats to trainer rows, loading, validation and previews."""
 
-from .adapters import ADAPTERS, conversations_row, frames_row, hf_row, messages_row, trainer_row, video_budgets
+from .adapters import conversations_row, frames_row, hf_row, messages_row, trainer_row, video_budgets
 from .config import DatasetConfig
+from .formats import formats, register_format
 from .loading import load_dataset, load_split
 from .preview import preview_dataset
 from .prompts import RowError, text_parts
@@ -10,16 +11,13 @@ from .report import ValidationReport
 from .segmentation import segmentation_row
 from .validate import ValidationError, validate_dataset
 
-FORMATS = tuple(ADAPTERS)  # every `dataset.format` a GRPO recipe may name (plus the generated `demo`)
-
 __all__ = [
-    "ADAPTERS",
-    "FORMATS",
     "DatasetConfig",
     "RowError",
     "ValidationError",
     "ValidationReport",
     "conversations_row",
+    "formats",
     "frames_row",
     "hf_row",
     "load_dataset",
@@ -27,6 +25,7 @@ __all__ = [
     "messages_row",
     "preview_dataset",
     "read_records",
+    "register_format",
     "segmentation_row",
     "text_parts",
     "trainer_row",

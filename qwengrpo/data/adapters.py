@@ -13,6 +13,7 @@ from typing import Any
 
 from ..media import MEDIA_COLUMNS
 from .config import DatasetConfig
+from .formats import register_format
 from .prompts import (
     RowError,
     apply_template,
@@ -275,22 +276,15 @@ def _resolve_inline(turn: Any, root: str, index: int) -> Any:
     return {**turn, "content": parts}
 
 
-def group_qc_row(row: dict, cfg: DatasetConfig, media_root: str) -> dict:
-    """Stage-A group records → Stage-B verdict prompts; see `qwengrpo.groupqc.adapter`."""
-    from ..groupqc.adapter import group_qc_row as adapt  # imported here: groupqc builds on this package
-
-    return adapt(row, cfg, media_root)
-
-
-ADAPTERS = {
+for _name, _adapter in {
     "conversations": conversations_row,
     "messages": messages_row,
     "hf": hf_row,
     "frames": frames_row,
     "rows": trainer_row,
-    "group_qc": group_qc_row,
     "segmentation": segmentation_row,
-}
+}.items():
+    register_format(_name, _adapter)
 
 
 def default_root(cfg: DatasetConfig, data_file: str) -> str:

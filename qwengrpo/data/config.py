@@ -6,6 +6,8 @@ import string
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .formats import adapter_for
+
 
 @dataclass(frozen=True)
 class DatasetConfig:
@@ -32,10 +34,7 @@ class DatasetConfig:
     group_input: str = "summaries"  # group_qc: the photos' Stage-A summaries, or the photos themselves ("images")
 
     def __post_init__(self) -> None:
-        from .adapters import ADAPTERS  # the format registry; imported late, as the adapters build on this class
-
-        if self.format not in ADAPTERS:
-            raise ValueError(f"dataset.format must be one of {sorted(ADAPTERS)}, got {self.format!r}")
+        adapter_for(self.format)  # an unknown format fails here, naming the known ones
         if self.group_input not in ("summaries", "images"):
             raise ValueError(f"dataset.group_input must be 'summaries' or 'images', got {self.group_input!r}")
         roles = {"image", "question", "answer", "frames", "fps", "mask", "confusable_mask"}

@@ -15,8 +15,9 @@ from typing import Any
 import datasets
 from datasets import Dataset, DatasetDict, Features, List, Value
 
-from .adapters import ADAPTERS, default_root, hf_row
+from .adapters import default_root, hf_row
 from .config import DatasetConfig
+from .formats import adapter_for
 from .prompts import RowError, outside_root
 from .readers import DataFileError, location, parse_row, read_records
 
@@ -100,7 +101,7 @@ def _adapt(adapter: Any, row: Any, cfg: DatasetConfig, root: str) -> tuple[dict,
 
 
 def _adapt_files(batch: dict[str, list], cfg: DatasetConfig) -> dict[str, list]:
-    adapter, roots = ADAPTERS[cfg.format], {}
+    adapter, roots = adapter_for(cfg.format), {}
     rows, errors = [], []
     for text, source, error in zip(batch["raw"], batch["_source"], batch["_error"], strict=True):
         row = {"prompt": []}

@@ -25,6 +25,8 @@ from datasets import Dataset
 
 from ..errors import InputError
 from ..media import MediaBudget, PromptLimit
+from ..rewards import check_reward_columns
+from .loading import check_converted
 from .validate import ValidationError, validate_dataset
 
 logger = logging.getLogger(__name__)
@@ -115,3 +117,21 @@ def _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split, 
     if report.n_rejected:
         logger.warning("%s", report.render())
     return {"kept": sorted([checked[i] for i in report.kept_rows] + unread)}
+
+
+def preflight_splits(kwargs: dict[str, Any], reward_funcs: list, args: Any, limits: list) -> dict[str, Any]:
+    """A trainer's `train_dataset` / `eval_dataset` keyword arguments after the pre-flight, a column the rewards need
+    and the dataset lacks failing here rather than after the first generation batch. `limits`: a rollout engine's
+    prompt limits, beside `max_prompt_tokens`."""
+    dataset = kwargs.get("train_dataset")
+    if dataset is None or getattr(dataset, "column_names", None) is None:
+        return {}
+    # Rows that could not be converted lack every column: say why they failed before what they lack.
+    check_converted(dataset, "train_dataset")
+    check_reward_columns(reward_funcs, [*dataset.column_names, "media"])
+    processor = kwargs["processing_class"]
+    checked = {"reward_funcs": reward_funcs, "chat_template_kwargs": args.chat_template_kwargs, "limits": limits}
+    splits = {"train_dataset": preflight(dataset, processor, args, **checked)}
+    if getattr(evals := kwargs.get("eval_dataset"), "column_names", None) is not None:  # held-out rows: same checks
+        splits["eval_dataset"] = preflight(evals, processor, args, **checked, split="eval")
+    return splits

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import AutoModelForImageTextToText
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -214,3 +215,25 @@ def _disk_full(exc: BaseException | None, free: int) -> bool:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
+
+
+@contextmanager
+def cache_on_save(model: torch.nn.Module) -> Iterator[None]:
+    """While a trainer saves `model`, its config says `use_cache: true`.
+
+    Trainer sets `config.use_cache` from `TrainingArguments.use_cache` (False: training forwards need no cache);
+    saved as is, every later `generate` on the model would run without a KV cache.
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        yield
+        return
+    training = config.__dict__.get("use_cache")  # composite VL configs only have it once Trainer has set it
+    config.use_cache = True
+    try:
+        yield
+    finally:
+        if training is None:
+            del config.use_cache
+        else:
+            config.use_cache = training

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .._upstream import fix_rope_index
 from .families import without_peft
 
 # exp(-1e4 - logsumexp) underflows to exactly 0.0 in float32, so the other tokens' log-probs are exact; unlike
@@ -60,8 +61,6 @@ def reference_like_policy(suppress: list[int]) -> Iterator[None]:
     """While TRL's `GRPOTrainer.__init__` runs: the reference model it builds (a full copy, when β > 0 without PEFT)
     scores the same restricted distribution, with the same positions, as the policy."""
     import trl.trainer.grpo_trainer as grpo
-
-    from .._upstream import fix_rope_index
 
     build = grpo.create_model_from_path
 

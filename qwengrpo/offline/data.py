@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..data.config import section_from_dict
+
 BEAM, TEXT = "beam", "text"
 PAD_ID = -1  # pads ragged shot sequences; never a valid pool index
 
@@ -48,8 +50,6 @@ class OfflineData:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> OfflineData:
-        from ..data.config import section_from_dict
-
         return section_from_dict(cls, cfg)
 
 

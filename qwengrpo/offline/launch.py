@@ -44,6 +44,7 @@ def build_policy(recipe: Recipe) -> tuple[nn.Module, Any]:
         return _import_builder(recipe.policy)(**recipe.policy_kwargs), None
     if recipe.dataset.format != TEXT:
         raise ValueError(f"{recipe.source}: the qwen_vl policy scores text groups; set dataset.format: text")
+    # A custom policy (above) loads no Qwen-VL code.
     from ..device import model_load_kwargs
     from ..inference import load_policy_model
     from ..media import MediaBudget, MediaResolver

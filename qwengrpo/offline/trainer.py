@@ -17,7 +17,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..inference import cache_on_save
+from ..models.checkpoint import cache_on_save, check_complete, staged_save
 from .config import OfflineGRPOConfig
 from .data import CandidateGroup, GroupDataset
 from .losses import adapt_beta, candidate_metrics, group_advantages, grpo_loss, kl_terms, rce_loss, top_k_mask
@@ -205,20 +205,27 @@ class OfflineGRPOTrainer(Trainer):
             logger.info("best checkpoint so far: %s (eval KL %.4g)", checkpoint, entry["eval_kl"])
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        """Also saves the offline state and π_old, and records the best checkpoint by Lever-Plus's rule."""
-        checkpoint = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        self._record_evaluation(checkpoint)
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
-        self.offline_state.save(checkpoint)
-        torch.save(self.old_logps, os.path.join(checkpoint, OLD_LOGPS_NAME))
-        state = self.offline_state
-        record = {"rule": BEST_RULE, "baseline": state.baseline, "best": state.best, "evaluations": state.evaluations}
-        Path(self._get_output_dir(trial), BEST_NAME).write_text(json.dumps(record, indent=2))
+        """Written aside and renamed when complete, as GRPO checkpoints are (`models.checkpoint.staged_save`), with
+        the offline state and π_old inside; records the best checkpoint by Lever-Plus's rule."""
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        run_dir = self._get_output_dir(trial)
+        self._record_evaluation(os.path.join(run_dir, name))
+        with staged_save(self, trial):
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:  # into the staged folder: a checkpoint-N never lacks them
+                staged = os.path.join(self._get_output_dir(trial), name)
+                self.offline_state.save(staged)
+                torch.save(self.old_logps, os.path.join(staged, OLD_LOGPS_NAME))
+        if self.args.should_save:
+            state = self.offline_state
+            record = {"rule": BEST_RULE, "baseline": state.baseline, "best": state.best}
+            record["evaluations"] = state.evaluations
+            Path(run_dir, BEST_NAME).write_text(json.dumps(record, indent=2))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """Also restores stage, τ, β and π_old; a Qwen-VL policy's weights load into its inner model."""
+        """Also restores stage, τ, β and π_old; a Qwen-VL policy's weights load into its inner model. An incomplete
+        checkpoint is refused by name."""
+        check_complete(resume_from_checkpoint)
         model = self.model if model is None else model
         if isinstance(model, QwenVLPolicy) and not isinstance(model.model, PeftModel):
             load_policy_weights(model, resume_from_checkpoint)  # Trainer's state-dict load skips hub-layout keys

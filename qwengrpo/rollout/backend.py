@@ -15,7 +15,9 @@ import torch
 from accelerate.utils import broadcast_object_list, gather_object
 
 from ..media import PromptLimit, RowMedia, VisionCache
+from ..models.families import check_vllm_family
 from .engine import EngineConfig, Sampled, VLLMEngine, sampling_params
+from .preflight import check_media_limits, media_counts
 from .requests import build_requests, check_prompt_ids
 from .weights import PolicyWeights
 
@@ -72,7 +74,7 @@ class VLLMRollout:
             info = self.engine.info()
             sampling_params(self.sampling)  # an unknown setting fails here, not at the first rollout
         elif self.mode == "server":
-            from .client import ServerEngine
+            from .client import ServerEngine  # the HTTP client loads only in server mode
 
             url = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
             info = None
@@ -148,9 +150,6 @@ class VLLMRollout:
 
 def start_rollout(model: torch.nn.Module, args: Any, suppressed: list[int], trainer_kwargs: dict) -> VLLMRollout:
     """Refuse what vLLM rollouts cannot do yet, start (or reach) vLLM, and hold every row to its media limits."""
-    from ..models.families import check_vllm_family
-    from .preflight import check_media_limits, media_counts
-
     check_vllm_family(model.config.model_type)
     if args.vllm_enable_sleep_mode:
         raise ValueError("vllm_enable_sleep_mode is not supported by qwengrpo's vLLM rollouts yet")

@@ -4,7 +4,7 @@ frames at chosen times ("thinking with images": DeepEyes, Chain-of-Focus, Mini-o
 The tools are methods of an environment class, TRL's `environment_factory` contract: TRL makes one instance per
 rollout, calls `reset(**row)` with the trainer row (the trainer adds `media_refs` and `media`: the row's media in
 placeholder order and the geometry the model saw), and exposes the public methods to the model, their schema read
-from the docstrings. A tool's images go through qwengrpo's media layer like the prompt's (`qwengrpo.tools.turns`).
+from the docstrings. A tool's images go through qwengrpo's media layer like the prompt's (`qwengrpo.tool_turns`).
 A bad call raises a `ValueError` that says what was wrong; TRL hands its message back to the model as the result.
 
     trainer = QwenGRPOTrainer(model, rewards, args=args, train_dataset=rows,

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from ..media import RowMedia
-from ..media.resolver import Processed, media_model_inputs
-from ..models import mm_token_type_ids
+from .media import RowMedia
+from .media.resolver import Processed, media_model_inputs
+from .models import mm_token_type_ids
 
 
 @dataclass
@@ -55,7 +55,7 @@ class ToolLoop:
         ):
             raise RuntimeError(
                 f"TRL's tool loop generated {len(sequences)} sequences, but {len(rows)} rows ended in a tool message "
-                "(rows " + ", ".join(map(str, rows)) + "): the loop's shape changed (see qwengrpo/tools/turns.py)"
+                "(rows " + ", ".join(map(str, rows)) + "): the loop's shape changed (see qwengrpo/tool_turns.py)"
             )
         return rows
 
