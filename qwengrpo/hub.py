@@ -23,9 +23,10 @@ class ModelNotFound(InputError, OSError):
     """A model that is neither a folder here, nor cached, nor on a hub that can be reached."""
 
 
-def hub_model(name: str) -> str:
+def hub_model(name: str, families: tuple[str, ...] = ()) -> str:
     """`name` (a hub id, not a folder) as `from_pretrained` should be given it: its cached snapshot folder when the
-    hub cannot be reached, else `name`; `ModelNotFound` when it is neither cached nor reachable."""
+    hub cannot be reached, else `name`; `ModelNotFound` when it is neither cached nor reachable (naming the tiny
+    model `families` as one way on)."""
     from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
 
     cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
@@ -36,15 +37,13 @@ def hub_model(name: str) -> str:
         folder = snapshot_download(name, local_files_only=True)
         logger.info("%s: the hub cannot be reached (%s); loading the cached copy %s", name, unreachable, folder)
         return folder
-    from .tiny import FAMILIES
-
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
     where = f"no folder {os.path.abspath(os.path.expanduser(name))}" if looks_local else "not a folder here"
     raise ModelNotFound(
         f"model_name_or_path {name!r}: {where}, not in the hub cache ({constants.HF_HUB_CACHE}), and the hub "
         f"({constants.ENDPOINT}) cannot be reached ({unreachable}); give a local model folder (download it where "
         f"there is network: `hf download {name} --local-dir DIR`), or tiny:<family> to try the recipe on a tiny "
-        f"random model (families: {', '.join(FAMILIES)})"
+        f"random model (families: {', '.join(families)})"
     )
 
 

@@ -6,6 +6,7 @@ import string
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..overrides import dataclass_field, fits, simple_types
 from .formats import adapter_for
 
 
@@ -57,8 +58,6 @@ class DatasetConfig:
 
 def section_from_dict(cls: type, cfg: dict[str, Any]) -> Any:
     """A recipe's `dataset:` section as `cls` (a dataclass); an unknown or missing key is named."""
-    from ..overrides import dataclass_field, fits, simple_types
-
     known = {f.name for f in fields(cls)}
     if unknown := set(cfg) - known:
         raise ValueError(f"unknown dataset option(s) {sorted(unknown)}; expected any of {sorted(known)}")
