@@ -187,7 +187,11 @@ def _save_failure(exc: Exception, staging: str, name: str, run_dir: str) -> Exce
         return exc
     newest = newest_complete_checkpoint(run_dir)
     if name == FINAL:  # the run is over: resuming from its newest checkpoint saves the model again
-        advice = "free space, then run again with resume_from_checkpoint=true" if newest else "free space"
+        advice = (
+            "free space, then run again with resume_from_checkpoint=true: it resumes there and saves the model"
+            if newest
+            else "free space and train again"
+        )
     else:
         advice = "free space or lower save_total_limit"
     error = DiskFullError(
