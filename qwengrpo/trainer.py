@@ -104,8 +104,8 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
     when the encoder is frozen. A pass gets all it needs as one object (`qwengrpo.forward.PassMedia`), dynamic
     sampling a `Refill`; `last_batch_media` is kept for inspection only, and no hook reads it. The completions
     table with each row's media is a callback (`qwengrpo.tracking.CompletionsTable`). Workarounds for Trainer
-    behaviour (epoch-positioned resume sampler, full-checkpoint and best-model loading, atomic checkpoints,
-    `use_cache` in saved models) are a mixin in `qwengrpo.workarounds`, each with when it can go.
+    behaviour (epoch-positioned resume sampler, full-checkpoint and best-model loading, atomic checkpoints and final
+    save, `use_cache` in saved models) are a mixin in `qwengrpo.workarounds`, each with when it can go.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:

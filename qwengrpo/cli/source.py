@@ -20,7 +20,8 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a recipe value: max_steps=10, dataset.train=a.jsonl, rewards.0.weight=0.5 (repeatable)",
+        help="override a recipe value: max_steps=10, dataset.train=a.jsonl, 'dataset.train=[a.jsonl, b.jsonl]', "
+        "rewards.0.weight=0.5 (repeatable; read as YAML, but a string field takes the text as given)",
     )
 
 

@@ -6,6 +6,7 @@ import string
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..overrides import dataclass_field, fits, simple_types
 from .formats import adapter_for
 
 
@@ -66,6 +67,10 @@ def section_from_dict(cls: type, cfg: dict[str, Any]) -> Any:
     known = {f.name for f in fields(cls)}
     if unknown := set(cfg) - known:
         raise ValueError(f"unknown dataset option(s) {sorted(unknown)}; expected any of {sorted(known)}")
+    for key, value in cfg.items():  # named here: the class's own checks would fail without the key
+        if not fits(value, hint := dataclass_field(cls, (key,))):
+            takes = " or ".join(sorted(t.__name__ for t in simple_types(hint)))
+            raise ValueError(f"dataset.{key} takes {takes}, got {type(value).__name__} {value!r:.100}")
     try:
         return cls(**cfg)
     except TypeError as exc:  # a required key is missing

@@ -19,7 +19,7 @@ from .adapters import default_root, hf_row
 from .config import DatasetConfig
 from .formats import adapter_for
 from .prompts import RowError, media_roots, outside_root
-from .readers import DataFileError, parse_row, read_records
+from .readers import DataFileError, location, parse_row, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,23 @@ def load_split(cfg: DatasetConfig, source: str | list[str], split: str = "train"
             ", ".join(f"{r}: {n}" for r, n in problems.most_common()),
         )
     return dataset
+
+
+def check_converted(dataset: Dataset, name: str = "dataset") -> None:
+    """Raise `DataFileError` when no row of `dataset` could be converted: the rows' own reasons, counted, and the
+    first row's file, line and message. Checked before anything else reads the rows (a reward's gold column, a
+    media check), which would otherwise report what the empty converted rows lack instead of why they are empty."""
+    if "_error" not in dataset.column_names or not len(dataset):
+        return
+    errors = dataset["_error"][:]
+    if not all(errors):
+        return
+    reasons = ", ".join(f"{r}: {n}" for r, n in Counter(e.partition(":")[0] for e in errors).most_common())
+    first = location(dataset[0]["_source"]) if "_source" in dataset.column_names else "row 0"
+    raise DataFileError(
+        f"{name}: none of its {len(errors)} rows could be converted ({reasons}); the first, {first}: "
+        f"{errors[0].partition(': ')[2] or errors[0]}; check the rows against dataset.format"
+    )
 
 
 def _load_files(cfg: DatasetConfig, source: str | list[str]) -> Dataset:

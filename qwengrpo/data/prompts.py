@@ -9,6 +9,8 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+from ..media.refs import url_problem
+
 if TYPE_CHECKING:  # only annotations: the config guesses a missing format with `detect`, which reads rows with us
     from .config import DatasetConfig
 
@@ -122,6 +124,8 @@ def media_path(value: Any, root: str, what: str) -> str:
     """An absolute path for a media file named relative to `root` (and its fallbacks, for a `MediaRoot`)."""
     if not isinstance(value, str) or not value.strip():
         raise RowError("wrong_type", f"{what} must be a non-empty path string, got {kind(value)}")
+    if (problem := url_problem(value, what)) is not None:
+        raise RowError("url_media", problem)
     path = os.path.expanduser(value)
     first = os.path.abspath(os.path.join(root, path))
     fallbacks = getattr(root, "fallbacks", ())
