@@ -10,12 +10,15 @@ prompt of the same token count (TRL's loss forward drops videos, so it cannot ru
 Prints one JSON line:
 
     {"G", "prompt_tokens", "completion_tokens", "llm_tokens_per_step": {"trl", "unshared", "shared"},
-     "step_s": {...}, "peak_rss_mb": {...}, "token_ratio", "step_ratio", "rss_ratio", "max_grad_diff"}
+     "step_s": {...}, "peak_rss_mb": {...}, "token_ratio", "step_ratio", "step_parts": {...}, "rss_ratio",
+     "max_grad_diff"}
 
 `llm_tokens_per_step` counts the tokens (padding included) the language model is handed in a step's log-prob
 passes (reference, policy; generation, the same work in every run, is not counted); `step_s` is the median step,
 generation included; ratios are shared / unshared; `max_grad_diff` is the largest difference between the two
-paths' gradients on one generation batch. Targets: token ratio within 5% of (P + G·C) / (G·(P + C)) (printed as
+paths' gradients on one generation batch; `step_parts` says where each run's step goes (generation, vision tower,
+language-model log-prob forwards, backward, optimizer, the rest; `benchmarks/step_time.py`). Targets: token ratio
+within 5% of (P + G·C) / (G·(P + C)) (printed as
 `ideal_token_ratio`), step ratio <= 0.5, RSS ratio <= 0.8, max grad diff <= 1e-5.
 """
 
@@ -29,10 +32,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 G = 8
 COMPLETION = 64
@@ -123,13 +126,13 @@ def trainer_for(kind: str, root: Path, steps: int, size: str):
 
 def child(kind: str, root: Path, steps: int, size: str) -> dict:
     import torch
-    from transformers import TrainerCallback
+    from step_time import StepTime
 
     from qwengrpo.models import language_model
 
     torch.manual_seed(0)
     trainer = trainer_for(kind, root, steps, size)
-    tokens, times, prompt = [0], [], {}
+    tokens, prompt = [0], {}
 
     def count(_module, _args, kwargs):
         if kwargs.get("past_key_values") is None:  # a log-prob pass; generation runs with a cache
@@ -146,18 +149,13 @@ def child(kind: str, root: Path, steps: int, size: str) -> dict:
 
     trainer._generate_and_score_completions = measured
 
-    class Timer(TrainerCallback):
-        def on_step_begin(self, *a, **k):
-            self.start = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.start)
-
-    trainer.add_callback(Timer())
+    timer = StepTime.attach(trainer)
     trainer.train()
+    times = timer.steps
     return {
         "llm_tokens_per_step": tokens[0] / len(times),
         "step_s": round(statistics.median(times[1:] or times), 3),
+        "parts": timer.breakdown(),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "prompt_tokens": prompt["tokens"],
         "completion_tokens": prompt["completion"],
@@ -225,6 +223,8 @@ def main() -> None:
         "token_ratio": round(shared["llm_tokens_per_step"] / unshared["llm_tokens_per_step"], 4),
         "ideal_token_ratio": round((p + G * c) / (G * (p + c)), 4),
         "step_ratio": round(shared["step_s"] / unshared["step_s"], 3),
+        # Where each run's step goes, in seconds per step (benchmarks/step_time.py)
+        "step_parts": {kind: r["parts"] for kind, r in runs.items()},
         "rss_ratio": round(shared["peak_rss_mb"] / unshared["peak_rss_mb"], 3),
         **diff,
     }

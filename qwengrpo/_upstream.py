@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 # its spatial grid (16 frames at 2 fps on a small frame, or any clip with Qwen2.5-VL's `tokens_per_second`
 # scaling) then shares positions with the text that follows it. Qwen3-VL gives every frame its own block, so the
 # two rules agree there. Remove when `get_rope_index` starts the text after a video at the video's max + 1
-# (checked against transformers 5.19 and 5.23).
+# (checked against transformers 5.19 and 5.25).
 _SHIFTED_TEXT_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 
@@ -88,7 +88,7 @@ def quiet_checkpointing_aliases() -> None:
 # transformers 5.2x's Qwen2-VL / Qwen3-VL video processors warn on every run that they do not cap each frame's
 # pixels unless `cap_pixels_per_frame` is passed, a keyword transformers 5.19 does not take. The media layer
 # resizes every frame under its own budget and calls the processor with `do_resize=False`, so there is nothing to
-# cap. Remove when transformers drops the keyword (announced for 5.22, still there in 5.23).
+# cap. Remove when transformers drops the keyword (announced for 5.22, still there in 5.25).
 class _NoFrameCapWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "per-frame pixel cap" not in record.getMessage()

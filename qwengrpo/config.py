@@ -33,8 +33,10 @@ class QwenVLArgs(Budgets):
             "help": "Train LoRA adapters on the linear layers of the last K decoder blocks only (None: no LoRA)."
         },
     )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank when `lora_last_k` is set."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha when `lora_last_k` is set."})
+    # Not `lora_r` / `lora_alpha`: TRL's `ModelConfig` owns those names (its `--use_peft` LoRA), and TRL-shaped
+    # scripts parse both dataclasses with one `TrlParser`, where a shared name is an argparse conflict.
+    lora_last_k_r: int = field(default=16, metadata={"help": "LoRA rank of the `lora_last_k` adapters."})
+    lora_last_k_alpha: int = field(default=32, metadata={"help": "LoRA alpha of the `lora_last_k` adapters."})
     media_cache_mb: int = field(
         default=0, metadata={"help": "Keep preprocessed media across steps, up to this many MiB (0: off)."}
     )
@@ -85,8 +87,9 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
         default=True,
         metadata={
             "help": "In the old, reference and policy log-prob passes, forward each group's prompt once for its G "
-            "completions (exact: same log-probs and gradients). Models with linear-attention layers, or attention "
-            "without 4-D masks (flash), keep the full sequences and log why."
+            "completions and a micro-batch's rows end to end without padding, in memory linear in the length "
+            "(exact: same log-probs and gradients). Models with linear-attention or sliding-window layers, or "
+            "attention without the packed layout (flex; flash without flash-attn), keep full sequences and log why."
         },
     )
     chat_template_path: str | None = field(

@@ -61,7 +61,13 @@ class PassMedia:
 
 
 class MediaForward:
-    """The model as TRL's log-prob loop calls it: chunk by chunk, in row order; each call gets its rows' media."""
+    """The model as TRL's log-prob loop calls it: chunk by chunk, in row order; each call gets its rows' media.
+    With `share_keep` given, a chunk's rows are packed into one row without padding, and rows that repeat one
+    prompt forward it once (`models.shared_prompt`)."""
+
+    # The packed row through a dense (W, W) mask instead of `models.packed_attention`: the baseline that
+    # benchmarks/bench_long_video.py measures, never set in training.
+    dense_mask = False
 
     def __init__(self, model: torch.nn.Module, media: PassMedia) -> None:
         self.model, self.media, self.next_row = model, media, 0
@@ -93,9 +99,9 @@ class MediaForward:
             inner_model(unwrapped), ids, model_inputs["attention_mask"], model_inputs["mm_token_type_ids"], grids
         )
         media = self._media_inputs([rows[i] for i in packing.firsts], ids.device)
-        additive = unwrapped.config.get_text_config()._attn_implementation == "eager"
+        dense = self.dense_mask and unwrapped.config.get_text_config()._attn_implementation
         with self._stand_ins_off():
-            outputs = shared_prompt.shared_forward(self.model, model_inputs, packing, positions, media, additive)
+            outputs = shared_prompt.shared_forward(self.model, model_inputs, packing, positions, media, dense)
         return outputs, media
 
     def _media_inputs(self, rows: list[RowMedia], device) -> dict[str, Any]:

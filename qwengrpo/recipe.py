@@ -33,6 +33,8 @@ import yaml
 from .data.config import DatasetConfig
 from .demo import DemoData
 from .kinds import KINDS, TrainerKind
+from .overrides import OverrideError, dataclass_field
+from .overrides import apply_overrides as _apply
 from .tools.zoom import TOOLS
 
 logger = logging.getLogger(__name__)
@@ -64,35 +66,30 @@ class Recipe:
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """`["max_steps=2", "dataset.train=a.jsonl", "rewards.0.weight=0.5"]` → nested updates, values parsed as
-    YAML scalars/lists; a number indexes into a list (the recipe's `rewards`)."""
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise RecipeError(f"--set expects key=value, got {item!r}")
-        node: Any = config
-        *parents, leaf = key.split(".")
-        for depth, part in enumerate([*parents, leaf]):
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    where = ".".join(parents[:depth])
-                    raise RecipeError(
-                        f"--set {key}: {where} is a list of {len(node)}; expected an index, got {part!r}"
-                    )
-                part = int(part)
-            elif not isinstance(node, dict):
-                raise RecipeError(f"--set {key}: {'.'.join(parents[:depth])} is {node!r}, not a mapping or a list")
-            if depth == len(parents):
-                node[part] = _scalar(value)
-            else:
-                node = node[part] if isinstance(node, list) else node.setdefault(part, {})
-    return config
+    """`["max_steps=2", "dataset.train=a.jsonl", "rewards.0.weight=0.5"]` → nested updates, each value typed by the
+    field it sets (`qwengrpo.overrides`): a string field takes the text as given, a YAML list sets a list."""
+    try:
+        return _apply(config, overrides, lambda path: _field_type(config, path))
+    except OverrideError as exc:
+        raise RecipeError(str(exc)) from exc
 
 
-def _scalar(value: str) -> Any:
-    """A `--set` value as YAML reads it, except that YAML 1.1's yes/no/on/off stay strings (`eval_strategy=no`)."""
-    parsed = yaml.safe_load(value)
-    return value if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false") else parsed
+def _field_type(raw: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The annotation of the recipe value at `path`, None where the recipe declares none (rewards, policy_kwargs)."""
+    if path in (("model_name_or_path",), ("policy",)):
+        return str
+    kind = KINDS.get(raw.get("trainer", "grpo"))
+    if kind is None or path[0] in kind.keys - {"dataset"}:
+        return None
+    if path[0] != "dataset":
+        return dataclass_field(kind.load("config"), path)
+    if len(path) == 1:
+        return dict
+    loader = kind.load("dataset")
+    section = raw.get("dataset") if isinstance(raw.get("dataset"), dict) else {}
+    # The kind's `dataset:` reader: this module's `grpo_dataset`, or a dataclass's `from_dict`.
+    cls = grpo_dataset_class(section) if loader is grpo_dataset else getattr(loader, "__self__", None)
+    return dataclass_field(cls, path[1:]) if isinstance(cls, type) else None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -177,9 +174,11 @@ def _dataset(kind: TrainerKind, section: Any, source: str) -> Any:
 
 def grpo_dataset(section: dict[str, Any]) -> Any:
     """A GRPO recipe's `dataset:` section: the generated demo task, or rows in a registered format."""
-    if section.get("format") == "demo":
-        return DemoData.from_dict(section)
-    return DatasetConfig.from_dict(section)
+    return grpo_dataset_class(section).from_dict(section)
+
+
+def grpo_dataset_class(section: dict[str, Any]) -> type:
+    return DemoData if section.get("format") == "demo" else DatasetConfig
 
 
 def _suggest(key: str, known: set[str]) -> str:

@@ -24,6 +24,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2Tokenizer
 
+from .hub import hub_model
+
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5")
 TINY = "tiny:"
 
@@ -230,10 +232,11 @@ def build_processor(family: str = "qwen2_5_vl", tokenizer: Qwen2Tokenizer | None
 
 
 def resolve_model(name: str | os.PathLike) -> str:
-    """`tiny:<family>` → the folder of that tiny model (built on first use); anything else unchanged."""
+    """`tiny:<family>` → the folder of that tiny model (built on first use); a folder unchanged; a hub id checked
+    first (`qwengrpo.hub`): its cached copy when the hub cannot be reached, an error at once when neither is there."""
     name = os.fspath(name)
     if not name.startswith(TINY):
-        return name
+        return name if os.path.exists(name) else hub_model(name, FAMILIES)
     family = name.removeprefix(TINY)
     if family not in FAMILIES:
         raise ValueError(f"{name}: unknown tiny model; expected tiny:<family> with a family in {FAMILIES}")

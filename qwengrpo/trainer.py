@@ -7,7 +7,7 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from .media.resolver import Processed, media_model_inputs
 from .models import mm_token_type_ids, shared_prompt, sync_vision_calls, vision_tower, without_peft
 from .models.checkpoint import resolve_resume
 from .models.families import check_reward_coordinates
+from .models.loading import honoured_init_kwargs
 from .models.policy import load_policy, prepare_policy
 from .models.suppress import reference_like_policy
 from .rewards.checked import NonFiniteWatch, checked_rewards
@@ -105,15 +106,18 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, AsyncRollouts, GRPOTrainer)
     when the encoder is frozen. A pass gets all it needs as one object (`qwengrpo.forward.PassMedia`), dynamic
     sampling a `Refill`; `last_batch_media` is kept for inspection only, and no hook reads it. The completions
     table with each row's media is a callback (`qwengrpo.tracking.CompletionsTable`). Workarounds for Trainer
-    behaviour (epoch-positioned resume sampler, full-checkpoint and best-model loading, atomic checkpoints,
-    `use_cache` in saved models) are a mixin in `qwengrpo.workarounds`, each with when it can go.
+    behaviour (epoch-positioned resume sampler, full-checkpoint and best-model loading, atomic checkpoints and final
+    save, `use_cache` in saved models) are a mixin in `qwengrpo.workarounds`, each with when it can go.
     """
 
     def __init__(self, model: Any, reward_funcs: Any, args: QwenGRPOConfig | None = None, **kwargs: Any) -> None:
         # A copy: the run resolves `resume_from_checkpoint` and turns TRL's own vLLM path off in its config, not the
         # caller's (TRL keeps this one as `self.args`).
         args = copy.copy(args) if args is not None else QwenGRPOConfig(output_dir="outputs/qwengrpo")
-        model, kwargs["processing_class"] = load_policy(model, args, kwargs.get("processing_class"))
+        loaded_here = isinstance(model, str)  # from `model_init_kwargs` (and `quantization_config`), as TRL would
+        model, kwargs["processing_class"] = load_policy(
+            model, args, kwargs.get("processing_class"), kwargs.get("quantization_config")
+        )
         model, suppress = prepare_policy(model, args, kwargs.get("peft_config"))
         # vLLM starts before the data checks, which hold every row to its limits.
         self._rollout = _start_rollout(model, args, suppress, kwargs)
@@ -129,7 +133,8 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, AsyncRollouts, GRPOTrainer)
                 "prompt rendered with its own tool schema, which qwengrpo's media layer does not do yet)"
             )
         args.resume_from_checkpoint = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-        self._init_trl(model, reward_funcs, args, suppress, kwargs)
+        with honoured_init_kwargs() if loaded_here else nullcontext():
+            self._init_trl(model, reward_funcs, args, suppress, kwargs)
         self._init_media(args)
         self._init_logging(args)
 

@@ -8,13 +8,28 @@ import os
 
 from peft import PeftModel
 
-from .models.checkpoint import cache_on_save, check_complete, load_full_weights, staged_save
+from .models.checkpoint import cache_on_save, check_complete, load_full_weights, staged_model_save, staged_save
 from .sampler import EpochRepeatSampler
 
 logger = logging.getLogger(__name__)
 
 
-class TrainerWorkarounds:
+class AtomicFinalSave:
+    """Mixed into both trainers (GRPO and offline): the final `save_model` is as atomic as their checkpoints."""
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # The final save writes into `output_dir` in place, config first: out of disk it left a config without
+        # weights. Written aside and moved in when complete (checkpoints' own saves are staged by
+        # `_save_checkpoint`). Remove when Trainer saves models atomically.
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call)
+        with staged_model_save(self, output_dir or self.args.output_dir) as staging:
+            super().save_model(staging, _internal_call=True)
+        if self.args.push_to_hub:  # what Trainer does after a save it was not called for internally
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+
+class TrainerWorkarounds(AtomicFinalSave):
     """Mixed into `QwenGRPOTrainer` ahead of TRL's `GRPOTrainer`: transformers `Trainer` behaviour that loses data
     or speed for these models, one override each, with when it can go."""
 

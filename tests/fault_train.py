@@ -1,6 +1,7 @@
 """A short GRPO run that saves every step, run by `tests/test_checkpoint.py` as a child process so that it can be
 killed mid-save or run out of disk for real. `--kill-at-save N` SIGKILLs this process while `checkpoint-N` is being
-written: after its weights and optimizer, right before its trainer state (the file Trainer writes last)."""
+written: after its weights and optimizer, right before its trainer state (the file Trainer writes last).
+`--final-save-only` saves no checkpoint, only the model at the end, as `qwengrpo train` does."""
 
 from __future__ import annotations
 
@@ -39,13 +40,14 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-steps", type=int, default=3)
     parser.add_argument("--kill-at-save", type=int)
+    parser.add_argument("--final-save-only", action="store_true", help="no checkpoints; save the model at the end")
     cli = parser.parse_args()
     if cli.kill_at_save is not None:
         kill_at_save(cli.kill_at_save)
     args = QwenGRPOConfig(
         output_dir=cli.out,
         max_steps=cli.max_steps,
-        save_strategy="steps",
+        save_strategy="no" if cli.final_save_only else "steps",
         save_steps=1,
         seed=0,
         per_device_train_batch_size=2,
@@ -60,6 +62,8 @@ def main() -> None:
     trainer = QwenGRPOTrainer(cli.model, length_reward, args=args, train_dataset=rows)
     try:
         trainer.train()
+        if cli.final_save_only:
+            trainer.save_model(cli.out)  # as `qwengrpo train` ends
     except InputError as exc:  # as recipes/train.py reports it: one line
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -86,6 +86,42 @@ def video_qa(tmp: Path, media: Path) -> list[str]:
     return [f"dataset.train={data}", f"dataset.eval={data}", f"dataset.media_root={media}"]
 
 
+def video_r1_rows() -> list[dict]:
+    """Video-R1-260k.json's rows: every problem type, images and videos mixed, paths relative to the JSON's folder."""
+    common = {"options": [], "process": "", "data_source": "test"}
+    return [
+        {
+            **common,
+            "problem_id": 1,
+            "problem": "Which way does the dot move?",
+            "data_type": "video",
+            "problem_type": "multiple choice",
+            "options": ["A. left", "B. right"],
+            "solution": "<answer>B</answer>",
+            "path": "./clips/right.mp4",
+        },
+        {**common, "problem_id": 2, "problem": "How many squares are there?", "data_type": "image"}
+        | {"problem_type": "numerical", "solution": "<answer>1</answer>", "path": "./images/red.png"},
+        {**common, "problem_id": 3, "problem": "What word is written?", "data_type": "image"}
+        | {"problem_type": "OCR", "solution": "<answer>red square</answer>", "path": "./images/blue.png"},
+        {**common, "problem_id": 4, "problem": "Describe the motion.", "data_type": "video"}
+        | {"problem_type": "free-form", "solution": "<answer>a dot moves left</answer>", "path": "./clips/left.mp4"},
+        {**common, "problem_id": 5, "problem": "How many seconds long is the clip?", "data_type": "video"}
+        | {"problem_type": "regression", "solution": "<answer>2.0</answer>", "path": "./clips/right.mp4"},
+    ]
+
+
+def video_r1(tmp: Path, media: Path) -> list[str]:
+    root = tmp / "Video-R1-data"
+    for folder, names in (("clips", ("right.mp4", "left.mp4")), ("images", ("red.png", "blue.png"))):
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            (root / folder / name).symlink_to(media / name)
+    data = root / "Video-R1-260k.json"
+    data.write_text(json.dumps(video_r1_rows(), indent=1))
+    return [f"dataset.train={data}"]
+
+
 def write_scene(root: Path, name: str, shift: int = 0) -> dict:
     """A 60x40 image with a bright square and its gold mask, as PNG files under `root`."""
     pixels = np.full((40, 60, 3), 30, dtype=np.uint8)
@@ -162,6 +198,7 @@ DATA = {
         image_reasoning,
         grounding,
         video_qa,
+        video_r1,
         segmentation_points,
         group_qc_stage_b,
         offline_rce_grpo,

@@ -111,6 +111,33 @@ def test_full_disk_is_reported_and_leaves_no_checkpoint(tiny_models, media_dir, 
     assert "rc=1" in proc.stdout and not [n for n in proc.stdout.split() if "checkpoint" in n], (rc, listing)
 
 
+@pytest.mark.slow
+def test_full_disk_at_the_final_save_is_reported_and_leaves_no_half_model(tiny_models, media_dir, tmp_path):
+    """Issue 28: the final `save_model`, out of disk, left a config and no weights and printed a raw SafetensorError.
+    The tmpfs has room for the config, not the weights."""
+    if shutil.which("unshare") is None or not _can_mount_tmpfs(tmp_path):
+        pytest.skip("cannot mount a small tmpfs here (unshare --user --mount is not permitted)")
+    model = tiny_models["qwen2_vl"]
+    size = (model / "model.safetensors").stat().st_size // 2
+    out = tmp_path / "out"
+    out.mkdir()
+    run = " ".join(f"'{a}'" for a in child(model, media_dir, out, "--max-steps", "1", "--final-save-only"))
+    script = f"mount -t tmpfs -o size={size} tmpfs '{out}' && {run}; echo rc=$?; ls -A '{out}'"
+    proc = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    (error,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert error.startswith(f"error: disk full while saving final model under {out}: "), proc.stderr[-3000:]
+    assert " MiB free of " in error and "the partial final model was removed" in error
+    assert error.endswith("no checkpoint is complete yet; free space and train again"), error
+    listing = proc.stdout.strip().split("rc=1", 1)[1].split()
+    assert not {"config.json", "model.safetensors", ".partial-model"} & set(listing), listing
+
+
 def test_the_callers_config_is_not_changed(tiny_models, media_dir, tmp_path):
     """The trainer resolves `resume_from_checkpoint` (and turns TRL's own vLLM path off) in its own copy."""
     out = tmp_path / "out"

@@ -156,7 +156,9 @@ def test_format_flag_is_used_for_data_files(tmp_path, media_dir, capsys):
     row = {"image": str(media_dir / "red.png"), "mask": str(media_dir / "red.png"), "question": "the square"}
     data = write_jsonl(tmp_path / "seg.jsonl", [row])
     assert cli(["validate", data]) == 1
-    assert "cannot tell the format" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot tell the format" in err and "pass --format, one of conversations, frames, " in err
+    assert all(fmt in err for fmt in ("segmentation", "video_r1 (a 'problem_type' key)", "hf: .parquet"))
     assert cli(["validate", data, "--format", "segmentation"]) == 0
     assert "1 rows checked" in capsys.readouterr().out
 
@@ -333,8 +335,10 @@ def test_training_prints_no_checkpointing_deprecation_and_names_the_wandb_folder
     assert f"W&B run files: {tmp_path.absolute()}/wandb" in caplog.text
 
 
-def test_an_unknown_meta_key_is_a_row_error(tmp_path, media_dir):
-    from qwengrpo.data import load_dataset
+def test_an_unknown_meta_key_is_named_with_the_key_it_resembles(tmp_path, media_dir, caplog, monkeypatch):
+    from qwengrpo.data import load_dataset, meta
+
+    monkeypatch.setattr(meta, "_warned", set())
 
     row = {
         "conversations": [{"from": "human", "value": "<video>?"}],
@@ -342,7 +346,8 @@ def test_an_unknown_meta_key_is_a_row_error(tmp_path, media_dir):
         "meta": {"max_frames": 4, "max_frame": 8},
     }
     train, _ = load_dataset({"format": "conversations", "train": write_jsonl(tmp_path / "v.jsonl", [row])})
-    assert train[0]["_error"].startswith("bad_meta: meta has unknown key(s) ['max_frame']")
+    assert train[0]["_error"] == ""  # Video-R1's data sets carry bookkeeping keys: a warning, not a rejected row
+    assert "meta key(s) ['max_frame'] ignored" in caplog.text and "did you mean 'max_frames'" in caplog.text
 
 
 # -- from the inside: one schema, settings declared once, missions as package data ----------------------------------

@@ -13,6 +13,7 @@ from PIL import Image as PILImage
 from test_data_helpers import conv, write_frames, write_jsonl
 
 from qwengrpo.data import DatasetConfig, RowError, load_dataset, segmentation_row, video_budgets
+from qwengrpo.data import meta as meta_module
 from qwengrpo.media import MediaBudget, MediaResolver, decode_video, split_row
 
 
@@ -103,6 +104,25 @@ def test_conversations_rows(tmp_path, media, processor):
             {"frame_cnts": [30], "min_frames": 2, "dynamic_sample": True},
             [{"path": "a", "min_frames": 30, "max_frames": 30}],
         ),
+        (  # qwen-vl-utils' own keys, as in a video message part
+            {"fps": 1.0, "max_pixels": 50176, "total_pixels": 802816, "video_start": 1.5, "video_end": 4},
+            [
+                {
+                    "path": "a",
+                    "min_frames": None,
+                    "max_frames": None,
+                    "fps": 1.0,
+                    "max_pixels": 50176,
+                    "total_pixels": 802816,
+                    "video_start": 1.5,
+                    "video_end": 4,
+                }
+            ],
+        ),
+        (  # nframes: exactly that many, whatever Video-R1's bounds say
+            {"nframes": 6, "min_frames": 4, "max_frames": 16, "min_pixels": 3136},
+            [{"path": "a", "min_frames": 6, "max_frames": 6, "min_pixels": 3136}],
+        ),
     ],
 )
 def test_meta_becomes_video_budgets(meta, expected):
@@ -116,12 +136,38 @@ def test_meta_becomes_video_budgets(meta, expected):
         ({"max_frames": "8"}, "meta.max_frames must be a positive integer, got '8'"),
         ({"frame_cnts": "many"}, "meta.frame_cnts must be an integer or a list of integers"),
         ([1, 2], "'meta' must be an object, got list"),
+        ({"nframes": 0}, "meta.nframes must be a positive integer, got 0"),
+        ({"fps": "2"}, "meta.fps must be a number >= 0, got '2'"),
+        ({"video_start": 5, "video_end": 2}, "meta.video_start (5) is not before meta.video_end (2)"),
     ],
 )
 def test_bad_meta_is_a_named_error(meta, message):
     with pytest.raises(RowError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
         video_budgets(["a"], meta)
     assert info.value.reason == "bad_meta"
+
+
+def test_qwen_meta_keys_are_row_budgets_and_unknown_keys_warn_once(tmp_path, media, caplog, monkeypatch):
+    monkeypatch.setattr(meta_module, "_warned", set())  # warnings of earlier tests in this process do not count
+    rows = [
+        conv("<video>Which way?", "right", video="clip one.mp4", meta={"nframes": 6, "source_clip": "x"}),
+        conv(
+            "<video>Which way?",
+            "right",
+            video="clip one.mp4",
+            meta={"fps": 4, "min_pixels": 784, "max_pixels": 1568, "source_clip": 1},
+        ),
+    ]
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    with caplog.at_level("WARNING", logger="qwengrpo.data.meta"):
+        train, _ = load_dataset({"format": "conversations", "train": str(path), "media_root": str(media)})
+    assert train["_error"][:] == ["", ""]  # an unknown key is not a bad row
+    assert caplog.text.count("meta key(s) ['source_clip'] ignored") == 1
+    # What the media layer makes of them: 6 frames exactly; 4 fps over the 2 s clip, each frame within 1568 pixels.
+    budget = MediaBudget(video_fps=2.0, video_min_frames=4, video_max_frames=16)
+    first, second = (decode_video(split_row(train[i], budget, i)[1][0], 28, 56 * 56, 56 * 56) for i in (0, 1))
+    assert len(first.frame_indices) == 6
+    assert len(second.frame_indices) == 8 and second.frames.shape[-1] * second.frames.shape[-2] <= 1568
 
 
 def test_messages_rows(tmp_path, media):
@@ -251,6 +297,35 @@ def test_media_root_defaults_to_the_data_files_folder(tmp_path, media):
     path = write_jsonl(media / "t.jsonl", [conv("<image>?", image="photo 1.png")])
     train, _ = load_dataset({"format": "conversations", "train": str(path)})
     assert train[0]["images"] == [str(media / "photo 1.png")]
+
+
+@pytest.mark.parametrize("fmt", ["hf", "conversations"])
+def test_relative_media_resolve_under_media_root_then_the_data_files_folder(tmp_path, media, fmt):
+    # The table sits beside its own `sub/` folder; media_root names where the rest of the media are.
+    (tmp_path / "sub").mkdir()
+    write_image(tmp_path / "sub" / "local.png")
+    names = ["photo 1.png", "./sub/local.png", "sub/nowhere.png"]
+    if fmt == "hf":
+        rows = [{"image": n, "problem": "What colour?", "solution": "red"} for n in names]
+        columns = {"question": "problem", "answer": "solution"}
+    else:
+        rows, columns = [conv("What colour?", "red", image=n) for n in names], {}
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(rows))
+    cfg = {"format": fmt, "train": str(path), "media_root": str(media), "columns": columns}
+    train, _ = load_dataset(cfg)
+    images = [row.get("image") or (row.get("images") or [None])[0] for row in train]
+    assert images[:2] == [str(media / "photo 1.png"), str(tmp_path / "sub" / "local.png")]
+    assert train["_error"][2] == (
+        f"missing_media: image file not found: {media / 'sub/nowhere.png'} (looked for 'sub/nowhere.png' under "
+        f"dataset.media_root {media}, then the data file's folder {tmp_path})"
+    )
+    # A medium the text does not place is shown before the question, as TRL places it.
+    assert _text(train[1]["prompt"][0]["content"]) == "<image>What colour?"
+    # media_root_only: media_root alone, so the data file's folder is not searched.
+    train, _ = load_dataset({**cfg, "media_root_only": True})
+    assert train["_error"][1] == ""  # the validator reports the file missing, under media_root
+    assert (train[1].get("image") or train[1]["images"][0]) == str(media / "sub" / "local.png")
 
 
 def test_unreadable_lines_become_marked_rows(tmp_path, caplog):

@@ -46,7 +46,8 @@ def test_killed_save_then_resume_ends_on_the_uninterrupted_parameters(tmp_path):
     resumed = _run(data, out, "resume_from_checkpoint=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from {out / 'checkpoint-2'}, the newest complete checkpoint" in resumed.stderr
-    assert not list(out.glob(".partial-*"))
+    assert not list(out.glob(".partial-*"))  # checkpoints and the final save (`AtomicFinalSave`) moved in whole
+    assert (out / "model.safetensors").is_file()
     assert all((out / f"checkpoint-{n}" / "trainer_state.json").is_file() for n in (1, 2, 3, 4))
 
     expected = torch.load(tmp_path / "whole" / "final_params.pt")

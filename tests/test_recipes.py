@@ -42,6 +42,35 @@ def test_overrides_are_nested_and_typed():
     }
 
 
+def test_set_types_each_value_by_the_field_it_sets(tmp_path):
+    """Issue 28: `--set` read every value as YAML, so a template with ": " became a mapping ("dataset: expected str,
+    got dict"), and a value of the wrong type was taken silently or failed without the key."""
+    path = tmp_path / "r.yaml"
+    path.write_text("model_name_or_path: x\ndataset: {format: rows, train: a.jsonl}\n")
+    template = "<video>{question} Options: {options}"
+    sets = [
+        f"dataset.prompt_template={template}",  # a string field takes the text as given
+        "dataset.train=[a.jsonl, b.jsonl]",  # a YAML list where the field takes a list
+        "dataset.columns.question=q: what",  # into a dict[str, str]: the text again
+        "learning_rate=1e-5",  # YAML 1.1 reads this as text; the field wants a float
+        "output_dir=2026",  # a number given to a string field stays the text
+        "resume_from_checkpoint=true",  # Trainer takes True here, whatever the annotation says
+        "reward_weights=[1, 0.5]",
+    ]
+    recipe = load_recipe(path, sets)
+    assert recipe.dataset.prompt_template == template and recipe.dataset.train == ["a.jsonl", "b.jsonl"]
+    assert recipe.dataset.columns == {"question": "q: what"}
+    assert recipe.args.learning_rate == 1e-5 and recipe.args.output_dir == "2026"
+    assert recipe.args.resume_from_checkpoint is True and recipe.args.reward_weights == [1, 0.5]
+    with pytest.raises(ValueError, match=r"^--set max_steps=abc: max_steps takes int, got str 'abc'$"):
+        load_recipe(path, ["max_steps=abc"])
+    with pytest.raises(ValueError, match=r"--set reward_weights=\[a\]: reward_weights takes NoneType or list"):
+        load_recipe(path, ["reward_weights=[a]"])
+    path.write_text("model_name_or_path: x\ndataset: {format: rows, train: a.jsonl, prompt_template: {a: b}}\n")
+    with pytest.raises(ValueError, match=r"dataset.prompt_template takes NoneType or str, got dict \{'a': 'b'\}"):
+        load_recipe(path)
+
+
 def test_unknown_recipe_key_is_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("model_name_or_path: x\ndataset: {format: rows, train: a.jsonl}\nlearning_rat: 0.1\n")

@@ -34,6 +34,7 @@ MODELS = {
     "video_qa_vllm_colocate": "tiny:qwen2_5_vl",
     "video_qa_vllm_server": "tiny:qwen2_5_vl",
     "video_qa_vllm_async": "tiny:qwen2_5_vl",
+    "video_r1": "tiny:qwen2_5_vl",
     "zoom_grounding": TOOL_CALLER,  # a tiny Qwen3-VL with Qwen3-VL's template, taught to call `crop`
 }
 # What a recipe needs beyond this environment (the vLLM ones run in tests/vllm_suite's environment).

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 import qwengrpo.rewards as rewards_module
+from qwengrpo.data.video_r1 import PROBLEM_TYPES
 from qwengrpo.recipe import load_recipe
 from qwengrpo.rewards import REWARDS, check_reward_columns, get_reward, get_rewards
 from qwengrpo.rewards.accuracy import MODES
@@ -47,6 +48,7 @@ def test_every_registered_reward_builds_with_a_stable_name_and_columns():
         "cosine_scaled_reward": "cosine_scaled_reward",
         "repetition_penalty_reward": "repetition_penalty_reward",
         "soft_overlong_punishment_reward": "soft_overlong_punishment_reward",
+        "video_r1_accuracy": "video_r1_accuracy",
     }
 
 
@@ -112,6 +114,16 @@ def test_check_reward_columns_names_reward_and_missing_column():
     )
 
 
+def test_missing_reward_column_error_says_how_to_name_the_datasets_own():
+    gated = get_reward("format_gate", reward={"name": "answer_accuracy", "mode": "exact", "column": "gold"})
+    with pytest.raises(ValueError) as error:
+        check_reward_columns([build("think_answer_format"), build("box_iou"), gated], ["prompt", "box", "golds"])
+    assert str(error.value).endswith(
+        "name yours with the reward's 'column': --set rewards.1.column=box; "
+        "name yours with the reward's 'column': --set rewards.2.reward.column=golds"
+    )
+
+
 def test_all_lists_the_public_names():
     assert set(rewards_module.__all__) <= set(dir(rewards_module))
 
@@ -151,6 +163,7 @@ def nasty_columns(n: int) -> dict:
         "confusable_mask": [~mask] * n,
         "media": [[{"type": "image", "original_size": [8, 8], "resized_size": [28, 28]}]] * n,
         "completion_ids": [[1, 2, 3]] * n,
+        "problem_type": [PROBLEM_TYPES[i % len(PROBLEM_TYPES)] for i in range(n)],  # Video-R1's, every type
     }
 
 

@@ -10,7 +10,9 @@ from factories import make_trainer, snapshot
 from helpers import IMG, VID, user
 from trl.trainer.utils import shuffle_sequence_dict
 
+from qwengrpo.forward import MediaForward
 from qwengrpo.models import language_model
+from qwengrpo.models.packed_attention import LAYOUT_KWARG
 from qwengrpo.models.shared_prompt import why_not_shared
 
 G = 3
@@ -38,12 +40,17 @@ def rows(kind: str, media_dir) -> list[dict]:
 
 
 def llm_tokens(trainer) -> list[int]:
-    """Tokens (padding included) each forward hands the language model: what sharing is about."""
+    """Tokens (padding included) each forward hands the language model: what sharing is about. A packed pass
+    must come as one row with its attention layout and without any mask (no (W, W) mask built)."""
     seen: list[int] = []
-    lm = language_model(trainer.model)
-    lm.register_forward_pre_hook(
-        lambda _m, _a, kw: seen.append(kw["inputs_embeds"].shape[:2].numel()), with_kwargs=True
-    )
+
+    def count(_module, _args, kwargs):
+        if LAYOUT_KWARG in kwargs:
+            assert kwargs["attention_mask"] is None and kwargs["inputs_embeds"].size(0) == 1
+            assert kwargs[LAYOUT_KWARG].width == kwargs["inputs_embeds"].size(1)
+        seen.append(kwargs["inputs_embeds"].shape[:2].numel())
+
+    language_model(trainer.model).register_forward_pre_hook(count, with_kwargs=True)
     return seen
 
 
@@ -153,6 +160,39 @@ def test_training_runs_are_the_same(tiny_models, media_dir, tmp_path):
         torch.testing.assert_close(params[True][name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def select(inputs: dict, rows: list[int]) -> dict:
+    """The given rows of a generation batch: tensors and lists indexed by row, everything else as is."""
+
+    def pick(value):
+        if isinstance(value, torch.Tensor) and value.dim() and value.size(0) == len(inputs["media"]):
+            return value[rows]
+        return [value[i] for i in rows] if isinstance(value, list) else value
+
+    return {key: pick(value) for key, value in inputs.items()}
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["layout", "dense-mask"])
+def test_rows_of_different_prompts_are_packed_without_padding(dense, tiny_models, media_dir, tmp_path, monkeypatch):
+    """One row of each group (a text, an image + video and a two-image prompt): nothing to share, but the rows go
+    end to end in one packed row, so the language model is handed exactly their real tokens, no padding; the
+    dense-mask baseline of benchmarks/bench_long_video.py gives the same numbers."""
+    monkeypatch.setattr(MediaForward, "dense_mask", dense)
+    batch = rows("mixed", media_dir)
+    trainer = trainer_for(tiny_models["qwen2_5_vl"], batch, tmp_path)
+    inputs = trainer._generate_and_score_completions([row for row in batch for _ in range(G)])
+    inputs = select(inputs, [0, G + 1, 2 * G + 2])
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    seen = llm_tokens(trainer)
+    loss_and_grads(trainer, inputs, share=False)
+    assert sum(seen) == mask.numel() > mask.sum()  # the padded path forwards every pad
+    assert_same(trainer, inputs)
+    seen.clear()
+    loss_and_grads(trainer, inputs, share=True)
+    pairs = zip(inputs["prompt_mask"], inputs["completion_mask"], strict=True)
+    real = [int(p.sum()) + int(c.nonzero().max()) + 1 for p, c in pairs]
+    assert seen == [sum(real)] and sum(real) == int(mask.sum())  # each row's tokens up to its last real one
+
+
 def test_linear_attention_family_keeps_full_sequences(tiny_models, media_dir, tmp_path, caplog):
     batch = rows("image", media_dir)
     with caplog.at_level(logging.INFO, logger="qwengrpo.trainer"):
@@ -163,7 +203,7 @@ def test_linear_attention_family_keeps_full_sequences(tiny_models, media_dir, tm
 
 
 def test_eager_attention_shares_exactly(tiny_models, media_dir, tmp_path):
-    """Eager attention adds the mask to its scores: the packed mask is given to it as an additive one."""
+    """Eager attention runs the layout's pieces through the model's own eager function, each mask made additive."""
     batch = rows("mixed", media_dir)
     trainer = trainer_for(tiny_models["qwen3_vl"], batch, tmp_path, model_init_kwargs={"attn_implementation": "eager"})
     assert trainer.model.config.get_text_config()._attn_implementation == "eager"
@@ -187,3 +227,27 @@ def test_bench_prefix_counts():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["token_ratio"] == pytest.approx(result["ideal_token_ratio"], rel=0.05)
     assert result["max_grad_diff"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_bench_long_video_counts(tmp_path):
+    """The long-video benchmark's counts and plot (not its timings or memory, which need its full size): packed rows
+    forward no padding, padded ones do, and the linear layout's gradients equal the unshared path's."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "benchmarks/bench_long_video.py", "--quick", "--plot", str(tmp_path / "curve.png")]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(result["prompt_tokens"]) == 4 and all(len(v) == 4 for v in result["peak_rss_mb"].values())
+    assert (
+        result["mixed"]["tokens_forwarded_ratio"]["packed"]
+        <= 1.02
+        < result["mixed"]["tokens_forwarded_ratio"]["padded"]
+    )
+    assert result["max_grad_diff"] <= 1e-5
+    assert (tmp_path / "curve.png").stat().st_size > 0

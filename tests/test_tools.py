@@ -213,3 +213,26 @@ def test_tool_loop_knows_which_rows_each_turn_generates():
     conversations[2].append(tool)  # a shape TRL no longer has: the trainer says so instead of mixing rows up
     with pytest.raises(RuntimeError, match="the loop's shape changed"):
         loop.turn_rows([[1, 9], [2, 9]])
+
+
+@pytest.mark.slow
+def test_tool_image_rows_pack_beside_shared_groups_exactly(taught, tmp_path):
+    """Rows whose completion holds a tool's image keep their own prompt copy (a group of one, packed without
+    padding) beside groups that share theirs: loss and every gradient equal the padded, unshared path."""
+    trainer = _trainer(taught, tmp_path, freeze_vision_tower=False, vision_reuse_frozen=False)
+    output = trainer._generate_and_score_completions(_first_batch(trainer))
+    assert any(len(m.images) == 2 for m in output["media"]), "no tool image was sampled"
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    results = {}
+    for share in (False, True):
+        trainer._share_prompt = share
+        trainer.model.zero_grad()
+        loss = trainer._compute_loss(trainer.model, output)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        results[share] = loss.detach(), grads
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-6)
+    assert results[True][1].keys() == results[False][1].keys()
+    for name, grad in results[False][1].items():
+        torch.testing.assert_close(results[True][1][name], grad, rtol=1e-5, atol=1e-6, msg=name)

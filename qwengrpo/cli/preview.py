@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .source import add_source_arguments, processor_for, recipe_from_args
 
@@ -10,7 +11,7 @@ from .source import add_source_arguments, processor_for, recipe_from_args
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_arguments(parser)
     parser.add_argument("--n", type=int, default=8, help="rows to show (default: 8)")
-    parser.add_argument("--out", default="preview.png", help="PNG to write (default: preview.png)")
+    parser.add_argument("--out", help="PNG to write (default: <output_dir>/preview.png, the run's folder)")
     parser.add_argument("--split", choices=("train", "eval"), default="train")
 
 
@@ -33,6 +34,9 @@ def preview_rows(recipe, args: argparse.Namespace) -> int:
     processor = processor_for(recipe.model)
     budget = MediaBudget.from_args(recipe.args)
     answer_column = getattr(recipe.dataset, "answer_column", "answer")
-    panels = preview_dataset(dataset, processor, budget, args.out, n=args.n, answer_column=answer_column)
-    print(f"wrote {panels} panels to {args.out}")
+    # Beside the run's other files, not wherever the command happened to be started.
+    out = args.out or os.path.join(recipe.args.output_dir, "preview.png")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    panels = preview_dataset(dataset, processor, budget, out, n=args.n, answer_column=answer_column)
+    print(f"wrote {panels} panels to {out}")
     return 0

@@ -9,21 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-# The first row's key that tells a data file's format when --format is not given.
-_FORMAT_KEYS = (
-    ("conversations", "conversations"),
-    ("messages", "messages"),
-    ("prompt", "rows"),
-    ("frames", "frames"),
-    ("group_id", "group_qc"),
-)
-# Files that only the `hf` format (Hugging Face `datasets`) reads.
-_HF_SUFFIXES = (".parquet", ".csv", ".arrow")
 
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +20,8 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a recipe value: max_steps=10, dataset.train=a.jsonl, rewards.0.weight=0.5 (repeatable)",
+        help="override a recipe value: max_steps=10, dataset.train=a.jsonl, 'dataset.train=[a.jsonl, b.jsonl]', "
+        "rewards.0.weight=0.5 (repeatable; read as YAML, but a string field takes the text as given)",
     )
 
 
@@ -76,18 +65,6 @@ def processor_for(model: str | None):
 
 
 def guess_format(path: str) -> str:
-    from ..data.prompts import RowError
-    from ..data.readers import parse_row, read_records
+    from ..data.detect import guess_format as guess
 
-    if os.path.isdir(path) or path.endswith(_HF_SUFFIXES):
-        return "hf"
-    first = next((r for r in read_records(path) if r.text is not None), None)
-    try:
-        row = parse_row(first.text) if first else {}
-    except RowError:
-        row = {}
-    for key, fmt in _FORMAT_KEYS:
-        if key in row:
-            logger.info("%s: format %r (guessed from the first row's %r key)", path, fmt, key)
-            return fmt
-    raise ValueError(f"cannot tell the format of {path} from its first row ({sorted(row)}); pass --format")
+    return guess(path)

@@ -32,7 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--missions", help="missions YAML (default: the four BBU / air-baffle missions shipped)")
     parser.add_argument(
-        "--group-by", choices=("filename", "folder"), default="filename", help="how photos form groups"
+        "--group-by",
+        choices=("auto", "filename", "folder"),
+        default="auto",
+        help="how photos form groups: by file name (<group>_<n>.jpg), by folder, or auto (default): per mission, "
+        "by file name when every name matches the pattern, else by folder",
     )
     parser.add_argument(
         "--group-pattern",

@@ -1,9 +1,10 @@
 """The data layer: adapters from source formats to trainer rows, loading, validation and previews."""
 
-from .adapters import conversations_row, frames_row, hf_row, messages_row, trainer_row, video_budgets
+from .adapters import conversations_row, frames_row, hf_row, messages_row, trainer_row
 from .config import DatasetConfig
 from .formats import formats, register_format
 from .loading import load_dataset, load_split
+from .meta import video_budgets
 from .preview import preview_dataset
 from .prompts import RowError, text_parts
 from .readers import read_records

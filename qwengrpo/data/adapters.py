@@ -14,12 +14,14 @@ from typing import Any
 from ..media import MEDIA_COLUMNS
 from .config import DatasetConfig
 from .formats import register_format
+from .meta import video_budgets
 from .prompts import (
     RowError,
     apply_template,
     kind,
     media_entries,
     media_path,
+    media_roots,
     message,
     path_list,
     place_media,
@@ -28,64 +30,16 @@ from .prompts import (
     with_system,
 )
 from .segmentation import segmentation_row
+from .video_r1 import video_r1_row
 
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _KINDS = ("image", "video")
-_META_KEYS = {"frame_cnts", "min_frames", "max_frames", "dynamic_sample"}  # what video_budgets reads
 
 
 def _extras(row: dict, consumed: set[str], cfg: DatasetConfig) -> dict:
     """Columns the adapter does not consume travel on to the rewards, unless they would shadow ours."""
     ours = {"prompt", cfg.answer_column, *MEDIA_COLUMNS}
     return {k: v for k, v in row.items() if k not in consumed and k not in ours and not k.startswith("_")}
-
-
-def _frame_bound(meta: dict, key: str) -> int | None:
-    value = meta.get(key)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise RowError("bad_meta", f"meta.{key} must be a positive integer, got {value!r}")
-    return value
-
-
-def video_budgets(paths: list[str], meta: Any) -> list[dict]:
-    """Per-video frame budgets from a Video-R1-style video QA row's `meta`; an unknown key is an error.
-
-    `min_frames` / `max_frames` bound the sampled frames. `dynamic_sample: false` asks for a fixed count
-    (`max_frames`); `dynamic_sample: true` with `frame_cnts` (the clip's frame count: one entry per video,
-    or for a single video the counts of its segments, summed) samples every frame of a short clip and caps
-    a long one, i.e. `clamp(count, min_frames, max_frames)`. Without `frame_cnts` the count follows the
-    clip's length at the budget's fps, within the bounds.
-    """
-    if meta is None:
-        return [{"path": p} for p in paths]
-    if not isinstance(meta, dict):
-        raise RowError("bad_meta", f"'meta' must be an object, got {kind(meta)}")
-    if unknown := set(meta) - _META_KEYS:
-        raise RowError("bad_meta", f"meta has unknown key(s) {sorted(unknown)}; expected any of {sorted(_META_KEYS)}")
-    lo, hi = _frame_bound(meta, "min_frames"), _frame_bound(meta, "max_frames")
-    if lo is not None and hi is not None and lo > hi:
-        raise RowError("bad_meta", f"meta.min_frames ({lo}) is above meta.max_frames ({hi})")
-    counts = meta.get("frame_cnts")
-    if isinstance(counts, int) and not isinstance(counts, bool):
-        counts = [counts]
-    if counts is not None and not (
-        isinstance(counts, list) and counts and all(isinstance(c, int) and not isinstance(c, bool) for c in counts)
-    ):
-        raise RowError("bad_meta", f"meta.frame_cnts must be an integer or a list of integers, got {counts!r}")
-    if counts is not None and paths and len(counts) != len(paths):
-        if len(paths) > 1:
-            raise RowError("bad_meta", f"meta.frame_cnts has {len(counts)} entries for {len(paths)} videos")
-        counts = [sum(counts)]
-    dynamic = meta.get("dynamic_sample")
-    entries = []
-    for i, path in enumerate(paths):
-        low, high = lo, hi
-        if dynamic is False and hi is not None:
-            low = high = hi
-        elif dynamic and counts is not None:
-            low = high = max(lo or 1, min(counts[i], hi or counts[i]))
-        entries.append({"path": path, "min_frames": low, "max_frames": high})
-    return entries
 
 
 def conversations_row(row: dict, cfg: DatasetConfig, media_root: str) -> dict:
@@ -283,10 +237,11 @@ for _name, _adapter in {
     "frames": frames_row,
     "rows": trainer_row,
     "segmentation": segmentation_row,
+    "video_r1": video_r1_row,
 }.items():
     register_format(_name, _adapter)
 
 
 def default_root(cfg: DatasetConfig, data_file: str) -> str:
-    """Relative media paths resolve against `media_root`, else against the data file's folder."""
-    return os.path.abspath(cfg.media_root) if cfg.media_root else os.path.dirname(os.path.abspath(data_file))
+    """Relative media paths resolve against `media_root`, then against the data file's folder (`media_roots`)."""
+    return media_roots(cfg, os.path.dirname(os.path.abspath(data_file)))

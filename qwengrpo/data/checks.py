@@ -24,6 +24,7 @@ from .facts import CheckedFacts, EmbeddedImage, HeaderFacts
 # Matched against a media-layer message (after its "row N: " prefix); first match wins.
 _REASONS = (
     ("missing_media", r"^(image|video) file not found: "),
+    ("url_media", r" is a URL: media are read from local files only"),
     ("over_budget", r"^prompt is (at least )?\d+ tokens \(.*\), over "),
     ("placeholder_mismatch", r"^the prompt has more \w+ placeholders|placeholder\(s\) to match them$|^media columns "),
     ("bad_resolution", r": cannot fit \d+x\d+ into the pixel budget"),

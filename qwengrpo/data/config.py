@@ -6,6 +6,7 @@ import string
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..overrides import dataclass_field, fits, simple_types
 from .formats import adapter_for
 
 
@@ -48,6 +49,12 @@ class DatasetConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> DatasetConfig:
+        """The section as written; without a `format`, the first train file's (`qwengrpo.data.detect`)."""
+        train = cfg.get("train")
+        if "format" not in cfg and (isinstance(train, str) or (isinstance(train, list) and train)):
+            from .detect import guess_format  # reads the data file; imported late, as the adapters build on this
+
+            cfg = {**cfg, "format": guess_format(train if isinstance(train, str) else train[0])}
         return section_from_dict(cls, cfg)
 
     def column(self, role: str) -> str:
@@ -60,6 +67,10 @@ def section_from_dict(cls: type, cfg: dict[str, Any]) -> Any:
     known = {f.name for f in fields(cls)}
     if unknown := set(cfg) - known:
         raise ValueError(f"unknown dataset option(s) {sorted(unknown)}; expected any of {sorted(known)}")
+    for key, value in cfg.items():  # named here: the class's own checks would fail without the key
+        if not fits(value, hint := dataclass_field(cls, (key,))):
+            takes = " or ".join(sorted(t.__name__ for t in simple_types(hint)))
+            raise ValueError(f"dataset.{key} takes {takes}, got {type(value).__name__} {value!r:.100}")
     try:
         return cls(**cfg)
     except TypeError as exc:  # a required key is missing

@@ -47,16 +47,21 @@ class RowGuard:
     def resolve(self, resolver: MediaResolver, rows: list[dict], step: int = 0) -> tuple[list[dict], list[RowMedia]]:
         if self.on_error == "skip" and self.bad and any(row_key(r) in self.bad for r in rows):
             rows = self._replaced(resolver, rows, step)
-        try:
-            return rows, resolver.resolve(rows)
-        except MediaError:
-            if self.on_error == "fail":
-                self._raise_first(resolver, rows)
+        # Rows that could not be converted (kept unchecked under `validate_data: off`) have no prompt to resolve.
+        if not any(row.get("_error") for row in rows):
+            try:
+                return rows, resolver.resolve(rows)
+            except MediaError:
+                pass
+        if self.on_error == "fail":
+            self._raise_first(resolver, rows)
         rows = self._replaced(resolver, rows, step)
         return rows, resolver.resolve(rows)
 
     def _error(self, resolver: MediaResolver, row: dict) -> str | None:
-        """Why `row` cannot be resolved, or None."""
+        """Why `row` cannot be resolved (its conversion error first), or None."""
+        if row.get("_error"):
+            return row["_error"].partition(": ")[2] or row["_error"]
         try:
             resolver.resolve([row])
         except MediaError as exc:
@@ -92,7 +97,8 @@ class RowGuard:
             return True
         self.bad[key] = message = f"{row_name(row)}: {error}"
         if self.rejects is not None:
-            record = {**(row.get("_source") or {}), "id": row.get("id"), "reason": reason_of(error)}
+            reason = row["_error"].partition(":")[0] if row.get("_error") else reason_of(error)
+            record = {**(row.get("_source") or {}), "id": row.get("id"), "reason": reason}
             record.update(message=message, stage=TRAINING_STAGE, step=step)
             with open(self.rejects, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")

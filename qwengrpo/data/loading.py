@@ -18,8 +18,8 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 from .adapters import default_root, hf_row
 from .config import DatasetConfig
 from .formats import adapter_for
-from .prompts import RowError, outside_root
-from .readers import DataFileError, parse_row, read_records
+from .prompts import RowError, media_roots, outside_root
+from .readers import DataFileError, location, parse_row, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,23 @@ def load_split(cfg: DatasetConfig, source: str | list[str], split: str = "train"
             ", ".join(f"{r}: {n}" for r, n in problems.most_common()),
         )
     return dataset
+
+
+def check_converted(dataset: Dataset, name: str = "dataset") -> None:
+    """Raise `DataFileError` when no row of `dataset` could be converted: the rows' own reasons, counted, and the
+    first row's file, line and message. Checked before anything else reads the rows (a reward's gold column, a
+    media check), which would otherwise report what the empty converted rows lack instead of why they are empty."""
+    if "_error" not in dataset.column_names or not len(dataset):
+        return
+    errors = dataset["_error"][:]
+    if not all(errors):
+        return
+    reasons = ", ".join(f"{r}: {n}" for r, n in Counter(e.partition(":")[0] for e in errors).most_common())
+    first = location(dataset[0]["_source"]) if "_source" in dataset.column_names else "row 0"
+    raise DataFileError(
+        f"{name}: none of its {len(errors)} rows could be converted ({reasons}); the first, {first}: "
+        f"{errors[0].partition(': ')[2] or errors[0]}; check the rows against dataset.format"
+    )
 
 
 def _load_files(cfg: DatasetConfig, source: str | list[str]) -> Dataset:
@@ -78,9 +95,12 @@ def _adapt(adapter: Any, row: Any, cfg: DatasetConfig, root: str) -> tuple[dict,
             raise RowError("outside_media_root", f"media path {path} is outside media_root {root} (media_root_only)")
         return out, ""
     except RowError as exc:
-        return {"prompt": []}, f"{exc.reason}: {exc}"
+        error = f"{exc.reason}: {exc}"
     except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape no adapter check anticipated
-        return {"prompt": []}, f"wrong_type: {type(exc).__name__}: {exc}"
+        error = f"wrong_type: {type(exc).__name__}: {exc}"
+    # The answer column stays, empty: when every row fails, validation names their reasons rather than the
+    # rewards naming a column that only the failed conversion left out.
+    return {"prompt": [], cfg.answer_column: None}, error
 
 
 def _adapt_files(batch: dict[str, list], cfg: DatasetConfig) -> dict[str, list]:
@@ -139,7 +159,7 @@ def _load_hf(cfg: DatasetConfig, source: str | list[str], split: str) -> Dataset
         raise ValueError("dataset.format 'hf' takes one dataset: a save_to_disk folder or a builder name")
     dataset = _open_hf(source, split)
     folder = source if os.path.isdir(source) else os.path.dirname(source) if os.path.isfile(source) else "."
-    root = os.path.abspath(cfg.media_root or folder or ".")
+    root = media_roots(cfg, folder or ".")
     _check_columns(cfg, dataset.column_names, source)
     image_col, answer_col = cfg.column("image"), cfg.column("answer")
     embedded = image_feature(dataset.features.get(image_col), decode=False)

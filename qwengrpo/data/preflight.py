@@ -26,6 +26,7 @@ from datasets import Dataset
 from ..errors import InputError
 from ..media import MediaBudget, PromptLimit
 from ..rewards import check_reward_columns
+from .loading import check_converted
 from .validate import ValidationError, validate_dataset
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,9 @@ def preflight(
         raise ValidationError(outcome["error"], row=None, file=None, reason=outcome["reason"])
     kept = outcome["kept"]
     dataset = dataset if len(kept) == len(dataset) else dataset.select(kept)
-    return dataset.remove_columns("_error") if "_error" in dataset.column_names else dataset
+    if "_error" in dataset.column_names and (args.validate_data != "off" or not any(dataset["_error"][:])):
+        return dataset.remove_columns("_error")
+    return dataset  # unchecked rows keep their conversion errors, for `RowGuard` to treat as row errors
 
 
 def _check(dataset, processor, args, reward_funcs, chat_template_kwargs, split, limits) -> dict[str, Any]:
@@ -123,6 +126,8 @@ def preflight_splits(kwargs: dict[str, Any], reward_funcs: list, args: Any, limi
     dataset = kwargs.get("train_dataset")
     if dataset is None or getattr(dataset, "column_names", None) is None:
         return {}
+    # Rows that could not be converted lack every column: say why they failed before what they lack.
+    check_converted(dataset, "train_dataset")
     check_reward_columns(reward_funcs, [*dataset.column_names, "media"])
     processor = kwargs["processing_class"]
     checked = {"reward_funcs": reward_funcs, "chat_template_kwargs": args.chat_template_kwargs, "limits": limits}

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import DatasetConfig
+from ..media.refs import url_problem
+
+if TYPE_CHECKING:  # only annotations: the config guesses a missing format with `detect`, which reads rows with us
+    from .config import DatasetConfig
 
 _MEDIA = ("image", "video")
 
@@ -92,11 +95,49 @@ def template_last_user(messages: list[dict], row: dict, cfg: DatasetConfig) -> l
     return out
 
 
+class MediaRoot(str):
+    """A media root (the string itself) with the folders tried after it for a relative path that is not there:
+    `dataset.media_root`, then the data file's folder. Picklable, as `Dataset.map` hashes its arguments."""
+
+    fallbacks: tuple[str, ...]
+
+    def __new__(cls, root: str, *fallbacks: str) -> MediaRoot:
+        self = super().__new__(cls, root)
+        self.fallbacks = tuple(f for f in dict.fromkeys(fallbacks) if f != root)
+        return self
+
+    def __reduce__(self) -> tuple:
+        return MediaRoot, (str(self), *self.fallbacks)
+
+
+def media_roots(cfg: DatasetConfig, folder: str) -> str:
+    """Where a data file's relative media paths resolve: `media_root`, then `folder` (the data file's); only
+    `media_root` with `media_root_only`, and `folder` when no `media_root` is set."""
+    folder = os.path.abspath(folder)
+    if not cfg.media_root:
+        return folder
+    root = os.path.abspath(cfg.media_root)
+    return root if cfg.media_root_only else MediaRoot(root, folder)
+
+
 def media_path(value: Any, root: str, what: str) -> str:
-    """An absolute path for a media file named relative to `root`."""
+    """An absolute path for a media file named relative to `root` (and its fallbacks, for a `MediaRoot`)."""
     if not isinstance(value, str) or not value.strip():
         raise RowError("wrong_type", f"{what} must be a non-empty path string, got {kind(value)}")
-    return os.path.abspath(os.path.join(root, os.path.expanduser(value)))
+    if (problem := url_problem(value, what)) is not None:
+        raise RowError("url_media", problem)
+    path = os.path.expanduser(value)
+    first = os.path.abspath(os.path.join(root, path))
+    fallbacks = getattr(root, "fallbacks", ())
+    if not fallbacks or os.path.isabs(path) or os.path.exists(first):
+        return first
+    for folder in fallbacks:
+        if os.path.exists(candidate := os.path.abspath(os.path.join(folder, path))):
+            return candidate
+    tried = ", then ".join([f"dataset.media_root {root}", *(f"the data file's folder {f}" for f in fallbacks)])
+    noun = what.split()[0].strip("'")  # "'video' entry", "image column 'path'": the validator's wording
+    noun = {"frames": "video", "images": "image", "videos": "video"}.get(noun, noun)
+    raise RowError("missing_media", f"{noun} file not found: {first} (looked for {value!r} under {tried})")
 
 
 def outside_root(row: dict, root: str) -> str | None:

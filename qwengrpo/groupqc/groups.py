@@ -3,7 +3,8 @@
 Groups come from the file name (`--group-by filename`: a regex with a `group` capture over the file's stem,
 by default everything before a trailing `_<n>` / `-<n>`, so `QC0012_3.jpg` is photo 3 of group `QC0012`) or
 from the sub-folder (`--group-by folder`: each folder holding photos is a group, named by its path under the
-mission folder). Photos are `jpg`/`jpeg`/`png` in natural order (`_2` before `_10`).
+mission folder); `--group-by auto`, the default, picks one of the two per mission folder. Photos are
+`jpg`/`jpeg`/`png` in natural order (`_2` before `_10`).
 
 Labels (`通过`/`不通过`) come from a CSV (`group_id,label[,mission]` with a header) or JSONL file
 (`{"group_id": ..., "label": ...[, "mission": ...]}`), or from the folder layout: photos under a top-level
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,8 +25,11 @@ from pathlib import Path
 from ..media import natural_key
 from ..rewards.verdict import VERDICTS, gold_verdict
 
+logger = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_PATTERN = r"^(?P<group>.+?)[_-]\d+$"
+GROUP_BY = ("auto", "filename", "folder")
 
 
 @dataclass
@@ -45,13 +50,17 @@ def _label_dir(parts: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
     return None, parts
 
 
-def discover_groups(folder: str | Path, group_by: str = "filename", pattern: str = DEFAULT_PATTERN) -> list[Group]:
-    """The groups under `folder`, in natural order of their ids, each with its photos in natural order."""
+def discover_groups(folder: str | Path, group_by: str = "auto", pattern: str = DEFAULT_PATTERN) -> list[Group]:
+    """The groups under `folder`, in natural order of their ids, each with its photos in natural order.
+
+    `group_by="auto"` picks the layout of this folder alone: by file name when every photo's name matches
+    `pattern`, else by folder when every photo sits in a group folder; so missions laid out differently run
+    together."""
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"photo folder not found: {root}")
-    if group_by not in ("filename", "folder"):
-        raise ValueError(f"group_by must be 'filename' or 'folder', got {group_by!r}")
+    if group_by not in GROUP_BY:
+        raise ValueError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
     regex = re.compile(pattern)
     if "group" not in regex.groupindex:
         raise ValueError(f"the group pattern {pattern!r} needs a named capture (?P<group>...)")
@@ -59,19 +68,29 @@ def discover_groups(folder: str | Path, group_by: str = "filename", pattern: str
         (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
         key=lambda p: natural_key(p.relative_to(root).as_posix()),
     )
+    layout = [(path, *_label_dir(path.relative_to(root).parts)) for path in files]
+    unmatched = next((path for path, _, parts in layout if regex.match(Path(parts[-1]).stem) is None), None)
+    loose = next((path for path, _, parts in layout if len(parts) < 2), None)
+    if group_by == "auto":
+        group_by = "filename" if unmatched is None or loose is not None else "folder"
+        logger.info("%s: photos grouped by %s (--group-by auto)", root, group_by)
+    if group_by == "filename" and unmatched is not None:
+        todo = (
+            "pass --group-by folder to group the photos by their folders, or give --group-pattern"
+            if loose is None
+            else "name photos <group>_<n>.jpg or give --group-pattern (or put each group's photos in a folder of "
+            "its own and pass --group-by folder)"
+        )
+        raise ValueError(f"{unmatched}: file name does not match the group pattern {pattern!r}; {todo}")
+    if group_by == "folder" and loose is not None:
+        raise ValueError(f"{loose}: with group_by=folder every photo must sit in a group folder")
     found: dict[str, list[Path]] = defaultdict(list)
     labels: dict[str, str | None] = {}
-    for path in files:
-        label, parts = _label_dir(path.relative_to(root).parts)
+    for path, label, parts in layout:
         if group_by == "folder":
-            if len(parts) < 2:
-                raise ValueError(f"{path}: with group_by=folder every photo must sit in a group folder")
             group_id = "/".join(parts[:-1])
         else:
-            match = regex.match(Path(parts[-1]).stem)
-            if match is None:
-                raise ValueError(f"{path}: file name does not match the group pattern {pattern!r}")
-            group_id = "/".join((*parts[:-1], match.group("group")))
+            group_id = "/".join((*parts[:-1], regex.match(Path(parts[-1]).stem).group("group")))
         if labels.setdefault(group_id, label) != label:
             raise ValueError(f"group {group_id!r} has photos under both {labels[group_id]!r} and {label!r}: {path}")
         found[group_id].append(path)

@@ -26,7 +26,7 @@ from torchvision.transforms import functional as TF
 from .budget import MediaBudget
 from .errors import MediaError
 from .factcache import FactCache, file_key
-from .files import BadMedia, open_image
+from .files import BadMedia, open_image, undecodable_frames
 from .refs import MediaRef
 from .workers import check_one
 
@@ -181,7 +181,7 @@ def decode_video(ref: MediaRef, factor: int, default_min: int, default_max: int)
         try:
             batch = decord.VideoReader(str(ref.source)).get_batch(indices).asnumpy()
         except Exception as exc:  # decord raises its own DECORDError types
-            raise MediaError(f"cannot decode video {ref.label}: {exc}") from exc
+            raise MediaError(f"cannot decode video {ref.label}: {undecodable_frames(exc)}") from exc
         frames = torch.from_numpy(batch).permute(0, 3, 1, 2)
     else:
         fps = ref.native_fps or DEFAULT_FRAMES_FPS
@@ -218,5 +218,5 @@ def read_frames(ref: MediaRef, indices: list[int], height: int | None = None) ->
     try:
         batch = decord.VideoReader(str(ref.source), **size).get_batch(indices).asnumpy()
     except Exception as exc:  # decord raises its own DECORDError types
-        raise MediaError(f"cannot decode video {ref.label}: {exc}") from exc
+        raise MediaError(f"cannot decode video {ref.label}: {undecodable_frames(exc)}") from exc
     return [Image.fromarray(frame) for frame in batch]

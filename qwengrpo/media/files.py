@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import sys
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # Bump when a check changes what it accepts or reports: cached facts of older checks are then ignored.
-CHECK_VERSION = 1
+CHECK_VERSION = 2
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA = ("RGBA", "RGBa", "LA", "La", "PA")
 # EXIF orientation → the transpose that shows the picture upright (5-8 also swap width and height).
@@ -97,15 +98,35 @@ def probe_video(path: str, label: str) -> dict[str, Any]:
 
     try:
         reader = decord.VideoReader(path)
-        frames = len(reader)
+    except Exception as exc:  # decord raises its own DECORDError types
+        raise BadMedia(f"cannot read video {label}: {unreadable_video(exc, path)}") from exc
+    frames = len(reader)
+    try:
         h, w = reader[0].shape[:2] if frames else (0, 0)
         if frames:
             reader[frames - 1]
         fps = float(reader.get_avg_fps())
-    except Exception as exc:  # decord raises its own DECORDError types
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        raise BadMedia(f"cannot read video {label}: {reason[:300]}") from exc
+    except Exception as exc:
+        raise BadMedia(f"cannot read video {label}: {undecodable_frames(exc, frames)}") from exc
     return {"frames": frames, "fps": fps, "size": [w, h]}
+
+
+def unreadable_video(exc: BaseException, path: str) -> str:
+    """Why decord could not open a video, in words: its messages are the checks inside its C++ source."""
+    text = str(exc)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return "the file is empty (0 bytes)"
+    if "cannot find video stream" in text:
+        return "the file has no video stream (a truncated file, or audio only)"
+    if "Error reading" in text or "Invalid data found" in text:
+        return "truncated or not a video: its container cannot be read (an mp4 cut short loses its index)"
+    return (text.strip().splitlines() or [type(exc).__name__])[-1][:300]
+
+
+def undecodable_frames(exc: BaseException, frames: int | None = None) -> str:
+    """A video that opens but whose frames do not all decode."""
+    of = f" of its {frames}" if frames else ""
+    return f"truncated or damaged: frames{of} do not all decode ({type(exc).__name__})"
 
 
 def check(job: dict[str, Any]) -> dict[str, Any]:

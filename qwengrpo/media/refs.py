@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,17 +79,31 @@ def drop_none(value: Any) -> Any:
     return value
 
 
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def url_problem(value: Any, what: str) -> str | None:
+    """What to say when a medium is given as a URL (joined to a media root it became `.../https:/...`), else None."""
+    if isinstance(value, str) and _URL.match(value.strip()):
+        return f"{what} {value!r} is a URL: media are read from local files only; download it and give its path"
+    return None
+
+
 def _make_ref(kind: str, value: Any, budget: MediaBudget, where: str) -> MediaRef:
     if isinstance(value, dict):
         overrides = drop_none(value)
         source = overrides.get("path", overrides.get(kind))
         if source is None:
             raise MediaError(f"{where}: a {kind} given as a dict needs a 'path' key, got keys {sorted(overrides)}")
+        if (problem := url_problem(source, f"the {kind}")) is not None:
+            raise MediaError(f"{where}: {problem}")
         budget = budget.with_overrides(kind, overrides, where)
         clip = (overrides.get("video_start"), overrides.get("video_end"))
         return MediaRef(kind, source, budget, overrides.get("native_fps"), label(source), clip)
     if value is None:
         raise MediaError(f"{where}: a {kind} entry is empty (None)")
+    if (problem := url_problem(value, f"the {kind}")) is not None:
+        raise MediaError(f"{where}: {problem}")
     return MediaRef(kind, value, budget, None, label(value))
 
 
@@ -114,8 +129,9 @@ def _no_column(row: dict, kind: str) -> str:
 def split_row(row: dict, budget: MediaBudget, index: int) -> tuple[list[dict], list[MediaRef]]:
     """Return the row's prompt with bare media placeholders, and its media in placeholder order."""
     where = f"row {index}"
-    if "prompt" not in row or not isinstance(row["prompt"], list):
-        raise MediaError(f"{where}: 'prompt' must be a list of chat messages, got {type(row.get('prompt')).__name__}")
+    if "prompt" not in row or not isinstance(row["prompt"], list) or not row["prompt"]:
+        got = "an empty list" if row.get("prompt") == [] else type(row.get("prompt")).__name__
+        raise MediaError(f"{where}: 'prompt' must be a non-empty list of chat messages, got {got}")
     prompt = copy.copy(drop_none(row["prompt"]))
     columns = {kind: _column_media(row, kind) for kind in KINDS}
     refs: list[MediaRef] = []

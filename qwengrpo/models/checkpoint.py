@@ -1,4 +1,4 @@
-"""Checkpoints: saved atomically, resumed from the newest complete one, and loaded back in full.
+"""Checkpoints and the final model: saved atomically, resumed from the newest complete one, and loaded back in full.
 
 Trainer writes `checkpoint-N/` file by file; killed or out of disk half-way, it leaves a folder without
 `trainer_state.json` that `resume_from_checkpoint=true` then picks and fails on. `staged_save` has every rank
@@ -133,6 +133,38 @@ def staged_save(trainer: Any, trial: Any) -> Iterator[None]:
         logger.info("saved %s", final)
 
 
+FINAL = "final model"  # how errors name the model `save_model` writes at the end of a run
+
+
+@contextmanager
+def staged_model_save(trainer: Any, output_dir: str) -> Iterator[str]:
+    """Around a run's final `save_model`: yields the folder to save into (`output_dir/.partial-model`); once every
+    rank is done, its files move into `output_dir`, `config.json` last, so a folder with a model config has its
+    weights. Trainer writes the config first and the weights after: out of disk, it left a config and no weights. A
+    failed save leaves `output_dir` as it was; a full disk is a `DiskFullError` (path, free space, what to do)."""
+    staging = os.path.join(output_dir, _STAGING + "model")
+    main = trainer.args.should_save
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+    trainer.accelerator.wait_for_everyone()  # nobody writes before the folder is there and empty
+    try:
+        yield staging
+    except Exception as exc:
+        if main:
+            raise _save_failure(exc, staging, FINAL, output_dir) from exc
+        raise
+    trainer.accelerator.wait_for_everyone()  # every rank's files are written
+    if main:
+        names = sorted(os.listdir(staging), key=lambda n: n == "config.json")
+        for name in names:
+            target = os.path.join(output_dir, name)
+            if os.path.isdir(target) and not os.path.islink(target):  # a folder is replaced whole (DeepSpeed's)
+                shutil.rmtree(target)
+            os.replace(os.path.join(staging, name), target)
+        os.rmdir(staging)
+
+
 def _publish(trainer: Any, staged: str, final: str) -> None:
     best = trainer.state.best_model_checkpoint
     if best is not None and os.path.abspath(best) == os.path.abspath(staged):
@@ -154,11 +186,18 @@ def _save_failure(exc: Exception, staging: str, name: str, run_dir: str) -> Exce
     if not _disk_full(exc, usage.free):
         return exc
     newest = newest_complete_checkpoint(run_dir)
+    if name == FINAL:  # the run is over: resuming from its newest checkpoint saves the model again
+        advice = (
+            "free space, then run again with resume_from_checkpoint=true: it resumes there and saves the model"
+            if newest
+            else "free space and train again"
+        )
+    else:
+        advice = "free space or lower save_total_limit"
     error = DiskFullError(
         f"disk full while saving {name} under {os.path.abspath(run_dir)}: {_mib(usage.free)} free of "
         f"{_mib(usage.total)}; the partial {name} was removed ({_mib(shutil.disk_usage(run_dir).free)} free now), "
-        f"{f'the newest complete checkpoint is {newest}' if newest else 'no checkpoint is complete yet'}; free space "
-        "or lower save_total_limit"
+        f"{f'the newest complete checkpoint is {newest}' if newest else 'no checkpoint is complete yet'}; {advice}"
     )
     error.errno = errno.ENOSPC
     return error

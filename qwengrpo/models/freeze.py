@@ -65,5 +65,5 @@ def apply_tuning(model: nn.Module, args) -> nn.Module:
         return apply_freezing(model, llm=args.freeze_llm, tower=args.freeze_vision_tower, aligner=args.freeze_aligner)
     apply_freezing(model, llm=True, tower=True, aligner=True)
     return apply_last_k_lora(
-        model, args.lora_last_k, r=args.lora_r, alpha=args.lora_alpha, aligner=not args.freeze_aligner
+        model, args.lora_last_k, r=args.lora_last_k_r, alpha=args.lora_last_k_alpha, aligner=not args.freeze_aligner
     )

@@ -1,23 +1,26 @@
 """Shared-prompt log-prob passes: each group's prompt goes through the language model once, not G times.
 
 The G completions of a GRPO group repeat one prompt (hundreds to thousands of vision tokens) in G rows. A chunk of
-TRL's log-prob loop is re-laid out so that each group becomes one packed row:
+TRL's log-prob loop is re-laid out as one packed row with no padding, its groups end to end, each group as
 
     prompt[:-1] | prompt[-1] c_1 | prompt[-1] c_2 | ... | prompt[-1] c_G
 
-with an attention mask under which the prompt attends causally to itself and each completion segment to the
-prompt and causally to its own segment, never to another completion. The prompt's last token is repeated at the
-head of each segment because its hidden state predicts the first completion token: with one copy per segment, the
-fused LM head's usual one-position shift scores every completion token of the packed row. Every token keeps the
-3-D rope position the model gives it in the full, padded chunk, so each completion token sees the same keys,
-values and positions as in its own full sequence, and its log-prob is the same number. Autograd sums the
-gradients of the G segments into the shared prompt's activations (and through them into a trainable tower,
-aligner or LoRA), as it sums them over the G copies in the full path.
+where the prompt attends causally to itself and each completion segment to its group's prompt and causally to its
+own segment, never to another completion or group (`models.packed_attention` computes exactly that, piece by
+piece, in memory linear in the row's length). A row that shares its prompt with no other is a group of one: its
+tokens without padding. The prompt's last token is repeated at the head of each segment because its hidden state
+predicts the first completion token: with one copy per segment, the fused LM head's usual one-position shift
+scores every completion token of the packed row. Every token keeps the 3-D rope position the model gives it in the
+full, padded chunk, so each completion token sees the same keys, values and positions as in its own full
+sequence, and its log-prob is the same number. Autograd sums the gradients of the G segments into the shared
+prompt's activations (and through them into a trainable tower, aligner or LoRA), as it sums them over the G
+copies in the full path.
 
-No key/value cache is involved: one ordinary forward with a custom 4-D mask, so activation checkpointing
-recomputes it as it is and DeepSpeed/PEFT wrappers see a normal call. Sharing needs attention that takes a 4-D
-mask (`sdpa`, `eager`) and no layer that carries state along the sequence: linear-attention layers (Qwen3.5) would
-run the completions after one another through one recurrent state, so those models keep the full path.
+No key/value cache is involved: one ordinary forward whose attention layout travels as a keyword, so activation
+checkpointing recomputes it as it is and DeepSpeed/PEFT wrappers see a normal call. Sharing needs an attention
+backend with the layout (`sdpa`, `eager`, `flash_attention_2` where flash-attn is installed) and no layer that
+carries state along the sequence or looks back a window: linear-attention layers (Qwen3.5) would run the
+completions after one another through one recurrent state, so those models keep the full path.
 """
 
 from __future__ import annotations
@@ -27,29 +30,33 @@ from typing import Any
 
 import torch
 
-_MASKED_ATTENTION = ("sdpa", "eager")  # implementations that read a 4-D mask as given
+from .packed_attention import BACKENDS, LAYOUT_KWARG, PackedLayout, build_layout, flash_installed
 
 
 def why_not_shared(config) -> str | None:
     """Why this model's log-prob passes cannot share prompts exactly, or None when they can."""
     text = config.get_text_config()
-    # Sliding-window layers count too: a 4-D mask given to the model replaces its sliding-window mask as well.
+    # Sliding-window layers count too: the packed layout replaces the model's sliding-window masks as well.
     if any(kind != "full_attention" for kind in getattr(text, "layer_types", None) or ()):
         return f"{config.model_type} has {sorted(set(text.layer_types) - {'full_attention'})} layers"
     attention = text._attn_implementation or "eager"
-    if attention not in _MASKED_ATTENTION:
-        return f"attention {attention!r} takes no 4-D mask (sharing needs one of {_MASKED_ATTENTION})"
+    if attention not in BACKENDS:
+        return f"attention {attention!r} has no packed layout (sharing needs one of {BACKENDS})"
+    if attention == "flash_attention_2" and not flash_installed():
+        return "flash_attention_2 is set but flash-attn is not installed"
     return None
 
 
 @dataclass
 class Packing:
-    """Where each token of the packed rows comes from in the full chunk, and what it may attend to."""
+    """Where each token of the packed row comes from in the full chunk, and what it may attend to."""
 
-    rows: torch.Tensor  # (R, W) chunk row of each packed token (0 at padding)
-    cols: torch.Tensor  # (R, W) its position in that row
-    segment: torch.Tensor  # (R, W) 0 for the shared prompt, g for the g-th completion segment, -1 at padding
-    keyed: torch.Tensor  # (R, W) True where the full row's attention mask is 1 (a key others may attend to)
+    rows: torch.Tensor  # (1, W) chunk row of each packed token
+    cols: torch.Tensor  # (1, W) its position in that row
+    document: torch.Tensor  # (1, W) its group's index
+    segment: torch.Tensor  # (1, W) 0 for the group's shared prompt, g for its g-th completion segment
+    keyed: torch.Tensor  # (1, W) True where the full row's attention mask is 1 (a key others may attend to)
+    layout: PackedLayout  # the same, as `models.packed_attention` reads it
     firsts: list[int]  # the first chunk row of each group: the one whose media the packed row carries
     scored: torch.Tensor  # (N, 2) packed (row, column) of each completion token
     target: torch.Tensor  # (N, 2) its (row, column) in TRL's (B, logits_to_keep) output
@@ -74,46 +81,45 @@ def prompt_groups(
 
 
 def plan(model_inputs: dict[str, Any], logits_to_keep: int, media_keys: list[tuple]) -> Packing | None:
-    """The packed layout of a chunk, or None when no two rows share a prompt or the forward must see every prompt
-    copy: an MoE load-balancing loss (requested by `output_router_logits`) averages over all tokens in the batch."""
+    """The packed layout of a chunk (shared prompts, no padding), or None when the forward must see every
+    prompt copy: an MoE load-balancing loss (requested by `output_router_logits`) averages over all tokens."""
     if model_inputs.get("output_router_logits"):
         return None
     ids, mask = model_inputs["input_ids"], model_inputs["attention_mask"]
     text = model_inputs["mm_token_type_ids"] == 0
-    groups = prompt_groups(ids, mask, logits_to_keep, media_keys, text)
-    return pack(mask, logits_to_keep, groups) if len(groups) < ids.size(0) else None
+    return pack(mask, logits_to_keep, prompt_groups(ids, mask, logits_to_keep, media_keys, text))
 
 
 def pack(attention_mask: torch.Tensor, logits_to_keep: int, groups: list[list[int]]) -> Packing:
-    """The packed layout of `groups` (see the module docstring); a group of one row is that row without padding."""
+    """All `groups` of the chunk end to end in one row (see the module docstring); a group of one row is that
+    row without its padding. No pad token is forwarded."""
     width = attention_mask.size(1) - logits_to_keep
     mask = attention_mask.bool().cpu()
-    packed_rows, scored, target = [], [], []
-    for r, group in enumerate(groups):
+    tokens, scored, target, prompts, segments = [], [], [], [], []
+    for d, group in enumerate(groups):
         prompt = mask[group[0], :width].nonzero().flatten().tolist()
-        tokens = [(group[0], col, 0) for col in prompt[:-1]]
+        tokens += [(group[0], col, d, 0) for col in prompt[:-1]]
+        prompts.append(len(prompt) - 1)
+        segments.append([])
         for g, row in enumerate(group, start=1):
             valid = mask[row, width:].nonzero().flatten()
             length = int(valid.max()) + 1 if valid.numel() else 0  # holes inside a completion stay, as keys masked
-            tokens.append((row, prompt[-1], g))
+            tokens.append((row, prompt[-1], d, g))
             for j in range(length):
-                scored.append((r, len(tokens)))
+                scored.append((0, len(tokens)))
                 target.append((row, j))
-                tokens.append((row, width + j, g))
-        packed_rows.append(tokens)
-    span = max(len(tokens) for tokens in packed_rows)
-    layout = torch.zeros(len(groups), span, 3, dtype=torch.long)
-    layout[..., 2] = -1
-    for r, tokens in enumerate(packed_rows):
-        layout[r, : len(tokens)] = torch.tensor(tokens)
-    rows, cols, segment = layout.unbind(-1)
-    keyed = (segment >= 0) & mask[rows, cols]
+                tokens.append((row, width + j, d, g))
+            segments[-1].append(length + 1)
+    rows, cols, document, segment = torch.tensor(tokens, dtype=torch.long).T[:, None]
+    keyed = mask[rows, cols]
     device = attention_mask.device
     return Packing(
         rows.to(device),
         cols.to(device),
+        document.to(device),
         segment.to(device),
         keyed.to(device),
+        build_layout(prompts, segments, keyed[0].to(device)),
         [group[0] for group in groups],
         torch.tensor(scored, dtype=torch.long).reshape(-1, 2).to(device),
         torch.tensor(target, dtype=torch.long).reshape(-1, 2).to(device),
@@ -121,16 +127,13 @@ def pack(attention_mask: torch.Tensor, logits_to_keep: int, groups: list[list[in
     )
 
 
-def packed_mask(packing: Packing, additive: bool) -> torch.Tensor:
-    """(R, 1, W, W) mask: causal, keys that are real tokens, and within the prompt or the query's own segment.
-    A padding query attends to itself only, so no softmax row is empty (an empty one is NaN in sdpa)."""
-    seg = packing.segment
-    span = seg.size(1)
-    causal = torch.ones(span, span, dtype=torch.bool, device=seg.device).tril()
-    same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
-    allowed = causal & same & packing.keyed[:, None, :]
-    allowed |= torch.eye(span, dtype=torch.bool, device=seg.device) & (seg < 0)[:, :, None]
-    allowed = allowed[:, None]
+def dense_mask(packing: Packing, additive: bool) -> torch.Tensor:
+    """The same layout as a (1, 1, W, W) mask: what sharing used before `models.packed_attention`, kept as the
+    baseline `benchmarks/bench_long_video.py` measures and a cross-check in tests. O(W²): not for training."""
+    doc, seg = packing.document[0], packing.segment[0]
+    causal = torch.ones(seg.numel(), seg.numel(), dtype=torch.bool, device=seg.device).tril()
+    same = (doc[None, :] == doc[:, None]) & ((seg[None, :] == 0) | (seg[None, :] == seg[:, None]))
+    allowed = (causal & same & packing.keyed)[None, None]
     if not additive:
         return allowed
     # Eager attention adds the mask to its scores; float32 is what it adds in exact (float32) runs.
@@ -151,21 +154,24 @@ def full_positions(inner, input_ids, attention_mask, mm_token_type_ids, grids: d
     return positions
 
 
-def shared_forward(model, model_inputs: dict[str, Any], packing: Packing, positions, media, additive: bool) -> Any:
-    """One forward of the packed rows through `model`'s fused LM head; log-probs (and entropies) laid out as TRL's
-    `[:, -logits_to_keep:]` slice of the full forward's."""
+def shared_forward(model, model_inputs: dict[str, Any], packing: Packing, positions, media, dense: str | None) -> Any:
+    """One forward of the packed row through `model`'s fused LM head; log-probs (and entropies) laid out as TRL's
+    `[:, -logits_to_keep:]` slice of the full forward's. `dense` ("sdpa" or "eager") runs the layout through a
+    dense mask instead (`dense_mask`), for measurement only."""
     ids, labels = model_inputs["input_ids"], model_inputs["labels"]
     rows, cols = packing.rows, packing.cols
-    pad = packing.segment < 0
     packed = {
-        "input_ids": ids[rows, cols].masked_fill(pad, 0),
-        "attention_mask": packed_mask(packing, additive),
-        "position_ids": positions[:, rows, cols].masked_fill(pad, 0),
-        "labels": labels[rows, cols].masked_fill(pad, -100),  # TRL's labels already mask the prompt and padding
-        "mm_token_type_ids": model_inputs["mm_token_type_ids"][rows, cols].masked_fill(pad, 0),
+        "input_ids": ids[rows, cols],
+        "position_ids": positions[:, rows, cols],
+        "labels": labels[rows, cols],  # TRL's labels already mask the prompt and padding
+        "mm_token_type_ids": model_inputs["mm_token_type_ids"][rows, cols],
         "fused_lm_head": True,
         **media,
     }
+    if dense:
+        packed["attention_mask"] = dense_mask(packing, additive=dense == "eager")
+    else:  # no mask: transformers builds none for sdpa, and the layout tells the attention what to see
+        packed[LAYOUT_KWARG] = packing.layout
     outputs = model(**packed)
     r, t = packing.scored.unbind(-1)
     b, j = packing.target.unbind(-1)

@@ -18,6 +18,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..models.checkpoint import cache_on_save, check_complete, staged_save
+from ..workarounds import AtomicFinalSave
 from .config import OfflineGRPOConfig
 from .data import CandidateGroup, GroupDataset
 from .losses import adapt_beta, candidate_metrics, group_advantages, grpo_loss, kl_terms, rce_loss, top_k_mask
@@ -44,7 +45,7 @@ def _as_dataset(groups: GroupDataset | list[CandidateGroup] | None) -> GroupData
     return groups if groups is None or isinstance(groups, GroupDataset) else GroupDataset(groups)
 
 
-class OfflineGRPOTrainer(Trainer):
+class OfflineGRPOTrainer(AtomicFinalSave, Trainer):
     """RCE warm-up then clipped GRPO over each query's K candidates, scored by a policy (see `policies`).
 
     Overrides w.r.t. `transformers.Trainer`, each for one reason:
@@ -52,7 +53,8 @@ class OfflineGRPOTrainer(Trainer):
     score, candidate-rank accuracy and KL to the starting policy, not a loss), `set_initial_training_values`
     (records steps per epoch, the unit of stage boundaries), `create_scheduler` (RCE learning-rate fraction), `log`
     (adds the step metrics), `_save_checkpoint` / `_load_from_checkpoint` (carry stage, τ, β and π_old; pick the
-    best checkpoint), `_save` (a Qwen-VL policy saves its model with `save_pretrained`). A private callback
+    best checkpoint), `_save` (a Qwen-VL policy saves its model with `save_pretrained`); `save_model`, the final
+    save, written aside and moved in when complete (`qwengrpo.workarounds.AtomicFinalSave`). A private callback
     computes π_old when training starts (and per GRPO epoch with `refresh_old_policy`) and adapts β after each step.
     """
 

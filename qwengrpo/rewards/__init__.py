@@ -11,6 +11,8 @@ logs), pickles, and declares the dataset columns it needs in `columns`. Resolve 
 >>> check_reward_columns(rewards, ["prompt", "solution"])
 """
 
+import dataclasses
+import difflib
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -30,6 +32,7 @@ from .trl_rewards import (
     think_format_reward,
 )
 from .verdict import verdict_format, verdict_label
+from .video_r1 import VideoR1Accuracy
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -45,6 +48,7 @@ REWARDS: dict[str, RewardFunc | type] = {
     "temporal_iou": temporal_iou,
     "sam2_points": Sam2Points,
     "negative_points": NegativePoints,
+    "video_r1_accuracy": VideoR1Accuracy,
     # TRL's rewards, under the names TRL logs them with.
     "accuracy_reward": accuracy_reward,
     "reasoning_accuracy_reward": reasoning_accuracy_reward,
@@ -116,25 +120,52 @@ def get_rewards(specs: Iterable[str | Mapping[str, Any] | RewardFunc]) -> list[R
     return [reward_from_spec(spec) for spec in specs]
 
 
+def _column_parameter(reward: Any, needed: str, path: str = "") -> str | None:
+    """The dotted parameter of `reward` (a dataclass, maybe wrapping others) whose value is the column `needed`."""
+    reward = getattr(reward, "func", reward)  # `CheckedReward` wraps the recipe's reward
+    if not dataclasses.is_dataclass(reward):
+        return None
+    for f in dataclasses.fields(reward):
+        value = getattr(reward, f.name)
+        if value == needed and isinstance(value, str):
+            return path + f.name
+        if callable(value) and (inner := _column_parameter(value, needed, f"{path}{f.name}.")) is not None:
+            return inner
+    return None
+
+
+def _fix(index: int, reward: Any, needed: str, available: set[str]) -> str:
+    close = difflib.get_close_matches(needed, sorted(available), n=1)
+    parameter = _column_parameter(reward, needed)
+    if parameter is None:
+        return f"give the dataset a {needed!r} column" + (f" (is it {close[0]!r}?)" if close else "")
+    value = close[0] if close else "<column>"
+    return f"name yours with the reward's {parameter.rpartition('.')[2]!r}: --set rewards.{index}.{parameter}={value}"
+
+
 def check_reward_columns(reward_funcs: Iterable[Any], column_names: Iterable[str]) -> None:
-    """Raise `ValueError` naming each reward and the dataset column it needs that `column_names` lacks.
+    """Raise `ValueError` naming each reward and the dataset column it needs that `column_names` lacks, and how to
+    point the reward at the dataset's own column (`--set rewards.<i>.<parameter>=<column>`, `i` being the reward's
+    place in the recipe's `rewards:` list).
 
     Rewards without a `columns` attribute (reward models, plain user functions) are not checked.
 
-    >>> check_reward_columns([get_reward("box_iou", coords="absolute")], ["prompt", "image"])
+    >>> check_reward_columns([get_reward("box_iou", coords="absolute")], ["prompt", "image", "box"])
     Traceback (most recent call last):
     ...
-    ValueError: reward 'box_iou' needs dataset column 'boxes', which the dataset lacks (it has: image, prompt)
+    ValueError: reward 'box_iou' needs dataset column 'boxes', which the dataset lacks (it has: box, image, prompt); \
+name yours with the reward's 'column': --set rewards.0.column=box
     """
     available = set(column_names)
     missing = [
-        f"reward {reward_name(reward)!r} needs dataset column {needed!r}"
-        for reward in reward_funcs
+        (f"reward {reward_name(reward)!r} needs dataset column {needed!r}", _fix(i, reward, needed, available))
+        for i, reward in enumerate(reward_funcs)
         for needed in getattr(reward, "columns", ())
         if needed not in available
     ]
     if missing:
-        raise ValueError(f"{'; '.join(missing)}, which the dataset lacks (it has: {', '.join(sorted(available))})")
+        needs, fixes = "; ".join(m[0] for m in missing), "; ".join(m[1] for m in missing)
+        raise ValueError(f"{needs}, which the dataset lacks (it has: {', '.join(sorted(available))}); {fixes}")
 
 
 __all__ = [
@@ -148,6 +179,7 @@ __all__ = [
     "RewardFunc",
     "Sam2Points",
     "SoftOverlongPunishmentReward",
+    "VideoR1Accuracy",
     "accuracy_reward",
     "check_reward_columns",
     "get_reward",

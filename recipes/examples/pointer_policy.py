@@ -36,10 +36,12 @@ class PointerPolicy(nn.Module):
         hidden_size: int = 32,
         init_scale: float = 0.1,
         query_ids: list[str] | None = None,
+        features_file: str = "the query features",
     ) -> None:
         super().__init__()
         # Queries named by string ids (`{"q17": {...}}` beam files) are looked up here; int ids index directly.
         self.query_index = {q: i for i, q in enumerate(query_ids or [])}
+        self.features_file = features_file  # named when a query id of the beam data is not in it
         # Features are data, not weights: non-persistent buffers keep them out of checkpoints.
         self.register_buffer("query_features", query_features.float(), persistent=False)
         self.register_buffer("pool_features", pool_features.float(), persistent=False)
@@ -50,9 +52,30 @@ class PointerPolicy(nn.Module):
         # The pointer logits' scale; a small start makes the untrained policy nearly uniform over sequences.
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
 
+    def _rows(self, query: torch.Tensor | list[str]) -> torch.Tensor:
+        """The rows of `query_features` for a batch's query ids (strings, or ints from int-keyed beam files)."""
+        n = len(self.query_features)
+        if not self.query_index:  # a list of features: int ids index it
+            if isinstance(query, list):
+                self._missing(query[0], f"a list of {n}, for int query ids 0..{n - 1}")
+            if (bad := [int(q) for q in query if not 0 <= int(q) < n]) and query.dim() == 1:
+                self._missing(bad[0], f"a list of {n}, for int query ids 0..{n - 1}")
+            return query
+        # Keyed features: the beam data's ids are looked up by name (ints by their text, as JSON keys are written).
+        ids = [str(int(q)) for q in query] if isinstance(query, torch.Tensor) else [str(q) for q in query]
+        if missing := next((q for q in ids if q not in self.query_index), None):
+            self._missing(missing, f"keyed by {len(self.query_index)} ids such as {next(iter(self.query_index))!r}")
+        return torch.tensor([self.query_index[q] for q in ids], device=self.pool_features.device)
+
+    def _missing(self, query: int | str, has: str) -> None:
+        """A query of the beam data that the feature table lacks: one line naming the file, the id and the table."""
+        raise ValueError(
+            f"{self.features_file}: no query_features for query {query!r} of the beam data: query_features is {has}; "
+            "key query_features and the beam data (dataset.train / dataset.eval) by the same query ids"
+        )
+
     def _start(self, query: torch.Tensor | list[str], copies: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(query, list):
-            query = torch.tensor([self.query_index[q] for q in query], device=self.pool_features.device)
+        query = self._rows(query)
         keys = self.pool_proj(self.pool_features)
         state = self.query_proj(self.query_features[query])
         return keys, state.repeat_interleave(copies, dim=0)
@@ -99,7 +122,8 @@ def build_policy(features: str, hidden_size: int = 32, init_scale: float = 0.1, 
     queries, ids = tables["query_features"], None
     if isinstance(queries, dict):  # features keyed by string query id
         ids, queries = list(queries), list(queries.values())
-    return PointerPolicy(torch.tensor(queries), torch.tensor(tables["pool_features"]), hidden_size, init_scale, ids)
+    pool = torch.tensor(tables["pool_features"])
+    return PointerPolicy(torch.tensor(queries), pool, hidden_size, init_scale, ids, features_file=str(features))
 
 
 def make_synthetic_beams(

@@ -77,7 +77,7 @@ def vllm_vs(trainer, models: list, rows: list[dict]) -> list[float]:
         pytest.param({"freeze_vision_tower": False}, id="full-with-tower"),
         pytest.param({"freeze_llm": True}, id="aligner-only"),
         pytest.param({"peft_config": LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])}, id="lora"),
-        pytest.param({"lora_last_k": 1, "lora_r": 4}, id="last-k-lora"),
+        pytest.param({"lora_last_k": 1, "lora_last_k_r": 4}, id="last-k-lora"),
     ],
 )
 def test_weights_follow_the_policy(setup, vllm_models, media_dir, tmp_path):
