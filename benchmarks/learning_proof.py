@@ -2,11 +2,14 @@
 
     python benchmarks/learning_proof.py [--steps N]
     .venv-vllm/bin/python benchmarks/learning_proof.py --vllm   # rollouts sampled by vLLM (colocate)
+    .venv-vllm/bin/python benchmarks/learning_proof.py --vllm --async   # by `qwengrpo vllm-serve`, one step ahead
     python benchmarks/learning_proof.py --loss-type dapo --dynamic-sampling   # DAPO's dynamic sampling on
 
 Prints one JSON line: {"chance": c, "seen": {"start": r0, "end": r1}, "blind": {"start": b0, "end": b1}},
 the mean held-out expected reward before and after GRPO; with `--vllm` also "sampling_logp_diff", the largest
-logged mean |trainer − vLLM| log-prob of the sampled tokens (TRL's importance-sampling check). Seeds are fixed;
+logged mean |trainer − vLLM| log-prob of the sampled tokens (TRL's importance-sampling check); with `--async` the
+rollouts come from a `qwengrpo vllm-serve` started for each run, sampling each batch while the trainer trains on the
+one before (`async_rollouts`, `max_staleness: 1`), and "max_staleness" is the largest logged. Seeds are fixed;
 everything runs on the CPU. vLLM's CPU attention needs a text head width of 64, so `--vllm` trains a wider model.
 With `--dynamic-sampling` each run also reports "dynamic_sampling": the mean, over logged steps, of the groups
 dropped (zero reward spread) and left unfilled per generation batch, and of the resample rounds.
@@ -43,8 +46,12 @@ def run(
     vllm: bool = False,
     loss_type: str = "dapo",
     dynamic_sampling: bool = False,
+    port: int | None = None,
 ) -> dict[str, float]:
     model_dir = build_tiny_model("qwen2_5_vl", root / "model", seed=seed, **(VLLM_WIDTH if vllm else {}))
+    # `port`: a server started from the same model (same seed); each run's first weight sync makes it this run's
+    server = {"vllm_mode": "server", "vllm_server_host": "127.0.0.1", "vllm_server_port": port, "async_rollouts": True}
+    server = server if port is not None else {}
     tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
     train_rows = make_rows(root / "train", 48, seed=seed, blind=blind)
     held_out = make_rows(root / "held_out", 24, seed=seed + 1, blind=blind)
@@ -70,6 +77,7 @@ def run(
         vllm_max_model_length=512,
         loss_type=loss_type,
         dynamic_sampling=dynamic_sampling,
+        **server,
     )
     trainer = QwenGRPOTrainer(str(model_dir), colour_reward, args=args, train_dataset=Dataset.from_list(train_rows))
     start = expected_reward(trainer.model, trainer.media, held_out)
@@ -78,6 +86,10 @@ def run(
     result = {"start": round(start, 4), "end": round(end, 4)}
     if vllm:
         result["sampling_logp_diff"] = max(h[DIFF] for h in trainer.state.log_history if DIFF in h)
+    if port is not None:
+        result["max_staleness"] = max(
+            h["rollout/staleness"] for h in trainer.state.log_history if "rollout/staleness" in h
+        )
     if dynamic_sampling:
         logged = {
             k: [h[f"dynamic_sampling/{k}"] for h in trainer.state.log_history if f"dynamic_sampling/{k}" in h]
@@ -93,16 +105,34 @@ def main() -> None:
     parser.add_argument("--vllm", action="store_true", help="sample rollouts with vLLM (colocate) instead of generate")
     parser.add_argument("--loss-type", default="dapo", help="TRL's loss_type (default: dapo, TRL's default)")
     parser.add_argument("--dynamic-sampling", action="store_true", help="drop and resample zero-spread groups")
+    parser.add_argument(
+        "--async", dest="asynchronous", action="store_true", help="with --vllm: server, one step ahead"
+    )
     args = parser.parse_args()
+    if args.asynchronous and not args.vllm:
+        parser.error("--async samples with vLLM: add --vllm")
     logging.disable(logging.WARNING)
     settings = {"steps": args.steps, "vllm": args.vllm, "loss_type": args.loss_type}
     settings["dynamic_sampling"] = args.dynamic_sampling
     with tempfile.TemporaryDirectory() as tmp:
-        seen = run(Path(tmp) / "seen", blind=False, **settings)
-        blind = run(Path(tmp) / "blind", blind=True, **settings)
+        server = None
+        if args.asynchronous:
+            from bench_async import free_port, start_server, stop_server
+
+            settings["port"] = free_port()
+            model = build_tiny_model("qwen2_5_vl", Path(tmp) / "model", seed=0, **VLLM_WIDTH)
+            server = start_server(model, settings["port"], Path(tmp) / "server.log", core=None)
+        try:
+            seen = run(Path(tmp) / "seen", blind=False, **settings)
+            blind = run(Path(tmp) / "blind", blind=True, **settings)
+        finally:
+            if server is not None:
+                stop_server(server)
     result = {"chance": round(CHANCE, 4), "seen": seen, "blind": blind}
     if args.vllm:
         result["sampling_logp_diff"] = max(seen.pop("sampling_logp_diff"), blind.pop("sampling_logp_diff"))
+    if args.asynchronous:
+        result["max_staleness"] = max(seen.pop("max_staleness"), blind.pop("max_staleness"))
     print(json.dumps(result))
 
 

@@ -142,6 +142,28 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
         default=3,
         metadata={"help": "With `dynamic_sampling`: generation rounds allowed per batch to replace dropped groups."},
     )
+    async_rollouts: bool = field(
+        default=False,
+        metadata={
+            "help": "With vllm_mode='server': send the next generation batch's prompts to the server before training "
+            "on the current one, so sampling and training overlap (`qwengrpo.rollout.pipeline`). Completions are then "
+            "up to `max_staleness` optimizer steps old; TRL's vLLM importance-sampling correction covers the gap."
+        },
+    )
+    max_staleness: int = field(
+        default=1,
+        metadata={
+            "help": "With `async_rollouts`: the most optimizer steps between the weights that sampled a batch and the "
+            "step that starts training on it (0: each batch sampled by the current weights, the synchronous path)."
+        },
+    )
+    weight_sync_steps: int = field(
+        default=1,
+        metadata={
+            "help": "With `async_rollouts`: send the weights to the vLLM server every this many optimizer steps "
+            "(sooner when a batch would otherwise be sampled by weights older than `max_staleness`)."
+        },
+    )
     reward_nonfinite_patience: int = field(
         default=1,
         metadata={
@@ -167,6 +189,26 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
             raise ValueError(
                 "dynamic_sampling needs each rank's generation batch (per_device_train_batch_size x "
                 f"steps_per_generation = {per_device}) to be a multiple of num_generations ({self.num_generations})"
+            )
+        self._check_async()
+
+    def _check_async(self) -> None:
+        if not self.async_rollouts:
+            if self.weight_sync_steps != 1:
+                raise ValueError("weight_sync_steps needs async_rollouts=True (synchronous runs sync every step)")
+            return
+        if not (self.use_vllm and self.vllm_mode == "server"):
+            raise ValueError("async_rollouts needs use_vllm=True and vllm_mode='server' (`qwengrpo vllm-serve`)")
+        if self.max_staleness < 0 or self.weight_sync_steps < 1:
+            raise ValueError(
+                f"max_staleness must be >= 0 and weight_sync_steps >= 1, got {self.max_staleness} and "
+                f"{self.weight_sync_steps}"
+            )
+        if self.max_staleness > 0 and not self.vllm_importance_sampling_correction:
+            # Without it the old log-probs of a stale batch are taken as the sampling ones: an uncorrected bias.
+            raise ValueError(
+                "async_rollouts with max_staleness > 0 needs vllm_importance_sampling_correction=True: it corrects "
+                "for completions sampled by older weights"
             )
 
     def rejects_file(self, split: str = "train") -> str:

@@ -30,6 +30,7 @@ from .models.loading import honoured_init_kwargs
 from .models.policy import load_policy, prepare_policy
 from .models.suppress import reference_like_policy
 from .rewards.checked import NonFiniteWatch, checked_rewards
+from .rollout.pipeline import AsyncRollouts, Pipeline
 from .tool_turns import ToolLoop, ToolTurns
 from .tracking import CompletionsTable, row_refs, use_safe_wandb
 from .workarounds import TrainerWorkarounds
@@ -53,7 +54,7 @@ class _Batch:
     generating: list[RowMedia] | None = None  # a tool turn's rows; None: the batch's own
 
 
-class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
+class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, AsyncRollouts, GRPOTrainer):
     """GRPO for Qwen-VL models on text, image, multi-image and video rows, mixed freely in a batch.
 
     Rows have a conversational `prompt` plus any of the `image`, `images`, `video`, `videos` columns (matched
@@ -95,7 +96,8 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
 
     Tool calls whose results are images (`tools=` / `environment_factory=`, e.g. `qwengrpo.tools`' crop and frames)
     are the mixin `qwengrpo.tool_turns.ToolTurns`: three more TRL hooks, which put each tool image through the media
-    layer and give it to the next turn and every log-prob pass.
+    layer and give it to the next turn and every log-prob pass. With `async_rollouts`, the mixin
+    `qwengrpo.rollout.pipeline.AsyncRollouts` (two more hooks) sends batches to the vLLM server ahead of their turn.
 
     Media never pass between hooks through instance state: the two entry points open a scope (`_batch`) that the
     hooks TRL calls inside them read, and a hook called outside one fails. What outlives one TRL call travels in
@@ -150,8 +152,10 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
             # TRL syncs weights through `vllm_generation` after each optimizer step and takes prompt ids,
             # completion ids and sampling log-probs from `rollout_func`.
             self.use_vllm, self._last_loaded_step = True, -1
-            self._rollout.attach(self.accelerator.unwrap_model(self.model))
+            self._rollout.attach(self.accelerator.unwrap_model(self.model), lambda: self.state.global_step)
             self.vllm_generation = self.rollout_func = self._rollout
+            if args.async_rollouts:
+                self._pipeline = Pipeline(args, args.steps_per_generation * self.num_iterations)
         sync = self.is_deepspeed_enabled or self.is_fsdp_enabled
         self._encoder = VisionEncoder(sync)
         if sync:  # a rank without images or videos must still call the sharded vision tower (models/sync.py)
@@ -216,8 +220,9 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         # vLLM is always handed encoder outputs, so its rollouts encode each distinct medium once regardless.
         once = self.args.vision_encode_once or self.use_vllm
-        vision = VisionCache(self.processing_class) if once else None
-        output, rewards = self._score_rows(inputs, vision)
+        ahead = self._pipeline.take(inputs) if self._pipeline is not None else None  # sent to vLLM before its turn
+        vision = ahead.vision if ahead else VisionCache(self.processing_class) if once else None
+        output, rewards = self._score_rows(inputs, vision, ahead)
         if self.args.dynamic_sampling and self.model.training:
             output, counts = refill(self._refill(vision), output, rewards)  # may score more rows, into `vision`
             for key, value in counts.items():
@@ -242,13 +247,12 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, GRPOTrainer):
             score=functools.partial(self._score_rows, vision=vision),
         )
 
-    def _score_rows(
-        self, inputs: list[dict[str, Any]], vision: VisionCache | None
-    ) -> tuple[dict[str, Any], torch.Tensor]:
+    def _score_rows(self, inputs: list[dict], vision: VisionCache | None, ahead=None) -> tuple[dict, torch.Tensor]:
         """TRL's scored batch for `inputs` with each row's media, and the rewards gathered over ranks; generation
-        encodes the rows' media into `vision` (None: `generate` takes pixels)."""
-        guard = self._guards["train" if self.model.training else "eval"]
-        inputs, media = guard.resolve(self.media, inputs, self.state.global_step)
+        encodes the rows' media into `vision` (None: `generate` takes pixels). `ahead`: the rows were resolved (and
+        sent to vLLM) already (`rollout.pipeline.Ahead`)."""
+        step, guard = self.state.global_step, self._guards["train" if self.model.training else "eval"]
+        inputs, media = (ahead.inputs, ahead.media) if ahead else guard.resolve(self.media, inputs, step)
         stripped = [strip_media_columns(row, m.prompt) for row, m in zip(inputs, media, strict=True)]
         if self.environment_factories is not None:  # tools (`qwengrpo.tools`) read the row's media from `reset`
             stripped = [

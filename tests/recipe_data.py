@@ -206,17 +206,20 @@ DATA = {
         demo,
     )
 }
-DATA |= {"video_qa_vllm_colocate": video_qa, "video_qa_vllm_server": video_qa}
+DATA |= {"video_qa_vllm_colocate": video_qa, "video_qa_vllm_server": video_qa, "video_qa_vllm_async": video_qa}
 DATA |= {"zoom_grounding": grounding}  # grounding rows; the policy may zoom first  # video QA with vLLM rollouts
 
 
-def run_as_written(name: str, model: str | Path | None, tmp_path: Path, media_dir: Path, monkeypatch) -> Path:
+def run_as_written(
+    name: str, model: str | Path | None, tmp_path: Path, media_dir: Path, monkeypatch, *where: str
+) -> Path:
     """`qwengrpo train recipes/configs/<name>.yaml` with only the model, data paths, output folder and max_steps
-    set; returns the output folder after checking that a model was saved there."""
+    set (and `where`: the address of a test's vLLM server); returns the output folder after checking that a model was
+    saved there."""
     monkeypatch.chdir(ROOT)  # paths in recipes (the pointer policy example) are relative to the checkout
     monkeypatch.setenv("WANDB_MODE", "disabled")  # `report_to: [wandb]` stays; nothing is written
     out = tmp_path / "out"
-    sets = [*DATA[name](tmp_path, media_dir), f"output_dir={out}", "max_steps=1"]
+    sets = [*DATA[name](tmp_path, media_dir), f"output_dir={out}", "max_steps=1", *where]
     if model is not None:
         sets.append(f"model_name_or_path={model}")
     recipe = ROOT / "recipes" / "configs" / f"{name}.yaml"

@@ -33,6 +33,7 @@ MODELS = {
     "video_qa": "tiny:qwen2_5_vl",
     "video_qa_vllm_colocate": "tiny:qwen2_5_vl",
     "video_qa_vllm_server": "tiny:qwen2_5_vl",
+    "video_qa_vllm_async": "tiny:qwen2_5_vl",
     "video_r1": "tiny:qwen2_5_vl",
     "zoom_grounding": TOOL_CALLER,  # a tiny Qwen3-VL with Qwen3-VL's template, taught to call `crop`
 }
@@ -40,6 +41,7 @@ MODELS = {
 NEEDS = {
     "video_qa_vllm_colocate": "vLLM (tests/vllm_suite/test_vllm_recipes.py runs it there)",
     "video_qa_vllm_server": "a running `qwengrpo vllm-serve`",
+    "video_qa_vllm_async": "a running `qwengrpo vllm-serve` (tests/vllm_suite/test_vllm_recipes.py starts one)",
 }
 
 
@@ -61,7 +63,7 @@ def test_every_recipe_has_test_data():
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_shipped_recipe_runs_as_written(path, tmp_path, media_dir, deep_tiny, tool_caller, monkeypatch):
-    if path.stem in NEEDS and (path.stem.endswith("server") or importlib.util.find_spec("vllm") is None):
+    if path.stem in NEEDS and (path.stem.endswith(("server", "async")) or importlib.util.find_spec("vllm") is None):
         pytest.skip(f"needs {NEEDS[path.stem]}")
     model = {DEEP: deep_tiny, TOOL_CALLER: tool_caller}.get(MODELS[path.stem], MODELS[path.stem])
     run_as_written(path.stem, model, tmp_path, media_dir, monkeypatch)

@@ -12,6 +12,7 @@ from transformers import Trainer
 from trl import GRPOTrainer
 
 from qwengrpo import QwenGRPOTrainer
+from qwengrpo.rollout.pipeline import AsyncRollouts
 from qwengrpo.tool_turns import ToolTurns
 from qwengrpo.workarounds import TrainerWorkarounds
 
@@ -48,6 +49,11 @@ TOOL_TURNS = {
     "_get_tool_suffix_ids": ["self", "tool_messages"],
     "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations"],
 }
+# Asynchronous rollouts (`qwengrpo.rollout.pipeline.AsyncRollouts`, a mixin of the trainer): one Trainer hook, one TRL.
+ASYNC = {
+    "get_batch_samples": ["self", "epoch_iterator", "num_batches", "device"],
+    "_prepare_inputs": ["self", "generation_batch"],
+}
 WORKAROUNDS = {
     "_get_train_sampler": ["self", "dataset"],
     "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
@@ -66,15 +72,19 @@ def test_the_trainer_overrides_only_what_it_lists():
     assert fixes == set(WORKAROUNDS)
     turns = {name for name, value in vars(ToolTurns).items() if callable(value) and hasattr(GRPOTrainer, name)}
     assert turns == set(TOOL_TURNS)
+    assert {name for name, value in vars(AsyncRollouts).items() if callable(value)} == set(ASYNC)
     for name in TOOL_TURNS:
         assert f"`{name}`" in inspect.getmodule(ToolTurns).__doc__
     for name in OVERRIDES:  # each is named in the class docstring, with its reason
         assert f"`{name}`" in QwenGRPOTrainer.__doc__
 
 
-@pytest.mark.parametrize("name", [n for n, p in OVERRIDES.items() if p] + list(WORKAROUNDS) + list(TOOL_TURNS))
+HOOKS = [n for n, p in OVERRIDES.items() if p] + list(WORKAROUNDS) + list(TOOL_TURNS) + list(ASYNC)
+
+
+@pytest.mark.parametrize("name", HOOKS)
 def test_overridden_hook_signatures(name):
-    expected = OVERRIDES.get(name) or WORKAROUNDS.get(name) or TOOL_TURNS[name]
+    expected = OVERRIDES.get(name) or WORKAROUNDS.get(name) or TOOL_TURNS.get(name) or ASYNC[name]
     params = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
     assert params[: len(expected)] == expected
 
@@ -104,6 +114,18 @@ def test_rollout_func_seam():
     assert "self.rollout_func(prompts, self)" in source
     assert "self.vllm_generation.sync_weights()" in source
     assert 'output["prompt_ids"], output["completion_ids"], output["logprobs"]' in source
+
+
+def test_generation_points_and_batches_read_for_the_async_pipeline():
+    # `rollout.pipeline` acts where TRL's `_prepare_inputs` generates, counts micro-steps with TRL's `_step`, keeps
+    # TRL's own weight sync off through `_last_loaded_step`, and reads ahead the iterator Trainer takes batches from.
+    prepare = inspect.getsource(GRPOTrainer._prepare_inputs)
+    assert "if self._step % generate_every == 0 or self._buffered_inputs is None:" in prepare
+    assert "generation_batch = self._generate_and_score_completions(generation_batch)" in prepare
+    assert "self._step += 1" in inspect.getsource(GRPOTrainer.training_step)
+    assert "self.state.global_step != self._last_loaded_step" in inspect.getsource(GRPOTrainer._generate)
+    assert "batch_samples.append(next(epoch_iterator))" in inspect.getsource(Trainer.get_batch_samples)
+    assert "self.get_batch_samples(epoch_iterator, num_batches" in inspect.getsource(Trainer)
 
 
 def test_log_completions_switch_and_logs():

@@ -1,7 +1,8 @@
 """How completions are sampled with vLLM: requests carrying the trainer's encoder outputs, an engine in the
-training process (colocate) or behind `qwengrpo vllm-serve` (server), and the weights that follow the policy.
+training process (colocate) or behind `qwengrpo vllm-serve` (server), the weights that follow the policy (through a
+transport), and the pipeline that samples batches ahead of their turn (`async_rollouts`).
 
-Sampling with transformers' `generate` stays in the trainer; this package is imported only when `use_vllm=True`.
+Sampling with transformers' `generate` stays in the trainer; vLLM itself is imported only when an engine starts.
 """
 
 from .backend import VLLMRollout, sampling_kwargs, start_rollout

@@ -9,6 +9,7 @@ weights that changed (`weights.py`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,7 +19,8 @@ from ..media import PromptLimit, RowMedia, VisionCache
 from ..models.families import check_vllm_family
 from .engine import EngineConfig, Sampled, VLLMEngine, sampling_params
 from .preflight import check_media_limits, media_counts
-from .requests import build_requests, check_prompt_ids
+from .requests import RolloutRequest, build_requests, check_prompt_ids
+from .transport import EngineTransport, WeightTransport, WireTransport
 from .weights import PolicyWeights
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ class VLLMRollout:
         self.sampling = sampling_kwargs(args, suppressed)
         self.weights: PolicyWeights | None = None
         self.engine: Any = None
+        self.transport: WeightTransport | None = None  # the main process's way to send weights (`transport.py`)
+        self.version = -1  # the weights vLLM holds: the optimizer step that sent them (-1: none sent yet)
+        self._sent: dict[int, tuple] = {}  # id(rows sent ahead) → their requests, call and weight version
         if self.mode == "colocate":
             if args.vllm_tensor_parallel_size != 1:
                 raise ValueError(
@@ -72,6 +77,7 @@ class VLLMRollout:
                 in_process=True,
             )
             info = self.engine.info()
+            self.transport = EngineTransport(self.engine)
             sampling_params(self.sampling)  # an unknown setting fails here, not at the first rollout
         elif self.mode == "server":
             from .client import ServerEngine  # the HTTP client loads only in server mode
@@ -80,6 +86,7 @@ class VLLMRollout:
             info = None
             if self.state.is_main_process:
                 self.engine = ServerEngine(url, args.vllm_server_timeout)
+                self.transport = WireTransport(self.engine)
                 info = self.engine.info
                 if (served := info["model_type"]) != model_type:
                     raise ValueError(f"the vLLM server at {url} serves {served}; the trainer trains {model_type}")
@@ -98,9 +105,10 @@ class VLLMRollout:
         logger.info("vLLM: prompts are limited to %s", limit)
         return limit
 
-    def attach(self, model: torch.nn.Module) -> None:
-        """The unwrapped training model (PEFT or not) whose changing weights follow it into vLLM."""
-        self.weights = PolicyWeights(model)
+    def attach(self, model: torch.nn.Module, step: Callable[[], int]) -> None:
+        """The unwrapped training model (PEFT or not) whose changing weights follow it into vLLM, and the trainer's
+        optimizer step, which names the version of each update."""
+        self.weights, self.step = PolicyWeights(model), step
         logger.info(
             "vLLM rollouts (%s): %d weight groups follow the policy (%d tensors), max_model_len %d",
             self.mode,
@@ -110,42 +118,75 @@ class VLLMRollout:
         )
 
     def sync_weights(self) -> None:
-        """Send the groups the optimizer can change; every rank takes part (ZeRO-3 gathers them)."""
-        for group in self.weights.iter_groups():
-            if self.engine is not None:
-                self.engine.load_weights(group)
+        """Send the groups the optimizer can change as one update, versioned by the optimizer step; every rank takes
+        part (ZeRO-3 gathers them)."""
+        groups = self.weights.iter_groups()
+        if self.transport is None:  # another rank of a server run: only the gathers
+            for _ in groups:
+                pass
+        else:
+            self.transport.send(groups, self.step())
+        self.version = self.step()
         if self.mode == "server":
             self.state.wait_for_everyone()  # no rank samples before the server has the new weights
 
     def __call__(self, prompts: list, trainer: Any) -> dict[str, list]:
-        """TRL's `rollout_func`: the batch's rows (their media encoded once by the trainer) sampled by vLLM."""
+        """TRL's `rollout_func`: the batch's rows (their media encoded once by the trainer) sampled by vLLM; logs the
+        version of the weights that sampled them and how many optimizer steps old it is."""
         from trl.extras.profiling import profiling_context
 
         rows, vision = trainer.rollout_media()
         with profiling_context(trainer, "vLLM.generate"):
-            completions, logprobs = self.generate(rows, vision)
+            completions, logprobs, version = self.generate(rows, vision)
+        metrics = trainer._metrics["train" if trainer.model.training else "eval"]
+        metrics["rollout/weight_version"].append(float(version))
+        metrics["rollout/staleness"].append(float(trainer.state.global_step - version))
         return {"prompt_ids": [r.prompt_ids for r in rows], "completion_ids": completions, "logprobs": logprobs}
 
-    def generate(self, rows: list[RowMedia], vision: VisionCache) -> tuple[list[list[int]], list[list[float]]]:
-        """Completion ids and their sampling log-probs, one per row, in row order (a prompt's G copies sampled as
-        one request with n = G)."""
+    def submit(self, rows: list[RowMedia], vision: VisionCache) -> None:
+        """Server mode: send `rows` (every medium encoded in `vision`) to be sampled now, by the weights sent last;
+        `generate(rows, vision)` later takes the answer. Every rank calls it (the main process sends every rank's
+        requests in one call)."""
         requests = build_requests(rows, vision)
-        if self.mode == "colocate":
-            sampled = self.engine.generate(requests, self.sampling)
+        self._sent[id(rows)] = (requests, *self._send(requests), self.version)
+
+    def forget(self, rows: list[RowMedia]) -> None:
+        """Drop the answer to rows sent ahead that will not be trained on (too stale by now)."""
+        self._sent.pop(id(rows), None)
+
+    def generate(self, rows: list[RowMedia], vision: VisionCache) -> tuple[list[list[int]], list[list[float]], int]:
+        """Completion ids and their sampling log-probs, one per row, in row order (a prompt's G copies sampled as
+        one request with n = G), and the version of the weights that sampled them."""
+        if (sent := self._sent.pop(id(rows), None)) is not None:
+            requests, counts, future, expected = sent
+            sampled = self._answer(counts, future, len(requests))
         else:
-            sampled = self._generate_on_server(requests)
+            requests, expected = build_requests(rows, vision), None
+            if self.mode == "colocate":
+                sampled = self.engine.generate(requests, self.sampling)
+            else:
+                sampled = self._answer(*self._send(requests), len(requests))
         check_prompt_ids(requests, [s.prompt_ids for s in sampled])
+        versions = {s.version for s in sampled}
+        if len(versions) != 1 or (expected is not None and versions != {expected}):
+            raise RuntimeError(
+                f"the vLLM server sampled a batch with weight versions {sorted(versions)} where the trainer sent "
+                f"version {expected}: is another trainer sending it weights?"
+            )
         completions = [c for s in sampled for c in s.completions]
         logprobs = [lp for s in sampled for lp in s.logprobs]
-        return completions, logprobs
+        return completions, logprobs, versions.pop()
 
-    def _generate_on_server(self, requests: list) -> list[Sampled]:
-        counts = gather_object([len(requests)])
-        everything = gather_object(requests)
-        answer = self.engine.generate(everything, self.sampling) if self.state.is_main_process else None
-        answer = _broadcast(answer)
+    def _send(self, requests: list[RolloutRequest]) -> tuple[list[int], Any]:
+        """Every rank's requests, sent by the main process in one call: the ranks' request counts and the call."""
+        counts, everything = gather_object([len(requests)]), gather_object(requests)
+        return counts, self.engine.submit(everything, self.sampling) if self.state.is_main_process else None
+
+    def _answer(self, counts: list[int], sent: Any, n: int) -> list[Sampled]:
+        """This rank's share of the answer to a call `_send` made."""
+        answer = _broadcast(self.engine.result(sent) if self.state.is_main_process else None)
         start = sum(counts[: self.state.process_index])
-        return answer[start : start + len(requests)]
+        return answer[start : start + n]
 
 
 def start_rollout(model: torch.nn.Module, args: Any, suppressed: list[int], trainer_kwargs: dict) -> VLLMRollout:

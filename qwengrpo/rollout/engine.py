@@ -42,11 +42,13 @@ class EngineConfig:
 
 @dataclass
 class Sampled:
-    """vLLM's answer to one request: the prompt ids it used and `n` completions with their token log-probs."""
+    """vLLM's answer to one request: the prompt ids it used, `n` completions with their token log-probs, and the
+    version of the weights that sampled them (the trainer's optimizer step when it sent them; 0: the start model)."""
 
     prompt_ids: list[int]
     completions: list[list[int]]
     logprobs: list[list[float]]
+    version: int = 0
 
 
 class VLLMEngine:
@@ -90,6 +92,14 @@ class VLLMEngine:
         )
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.limits = {k: (v if keeps_tower else None) for k, v in limits.items()}  # None: no per-prompt limit
+        self.version = 0  # of the weights loaded last (`load_weights`' caller sets it once a whole update is in)
+
+    def dead(self) -> bool:
+        """Whether vLLM's engine process died. Only an engine core in a process of its own can die alone; vLLM runs it
+        in this process instead (a client without `resources`) when `VLLM_ENABLE_V1_MULTIPROCESSING=0`, which its
+        in-process launcher sets in the environment a server started from that process inherits."""
+        resources = getattr(self.llm.llm_engine.engine_core, "resources", None)
+        return resources is not None and resources.engine_dead
 
     def info(self) -> dict[str, Any]:
         return {
@@ -97,6 +107,7 @@ class VLLMEngine:
             "model_type": self.config.model_type,
             "max_model_len": self.max_model_len,
             "limits": self.limits,
+            "version": self.version,
         }
 
     def generate(self, requests: list[RolloutRequest], sampling: dict[str, Any]) -> list[Sampled]:
@@ -113,6 +124,7 @@ class VLLMEngine:
                 list(out.prompt_token_ids),
                 [list(c.token_ids) for c in out.outputs],
                 [[lp[t].logprob for lp, t in zip(c.logprobs, c.token_ids, strict=True)] for c in out.outputs],
+                self.version,
             )
             for out in outputs
         ]
@@ -120,6 +132,8 @@ class VLLMEngine:
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Replace the named weights (hub names, whole modules: fused projections need all their parts) in place."""
         weights = list(weights)
+        if not weights:  # an update's closing call may carry no tensors
+            return
         if self.in_process:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         else:  # worker processes: vLLM's RPC encoding does not carry tensors nested in arguments, bytes it does

@@ -2,10 +2,14 @@
 
     qwengrpo vllm-serve --model Qwen/Qwen2.5-VL-3B-Instruct --port 8000
 
-`GET /health`, `GET /info` (model, `max_model_len`, media per prompt), `POST /generate` (requests with the trainer's
-encoder outputs, sampling settings) and `POST /weights` (named tensors, loaded in place). Bodies are
-`qwengrpo.rollout.wire` messages; one request runs at a time. It binds 127.0.0.1 unless told otherwise: anyone who
-can reach the port can replace the model's weights.
+`GET /health`, `GET /info` (model, `max_model_len`, media per prompt, weight version), `POST /generate` (requests
+with the trainer's encoder outputs, sampling settings; the answer names the weight version that sampled it) and
+`POST /weights` (named tensors of one group, loaded in place, and the version they belong to). Bodies are
+`qwengrpo.rollout.wire` messages; one request runs at a time. A weight update spans several `/weights` calls (one
+per group) and is applied as a whole: no `/generate` runs between its first group and its last (`last: true`), so no
+batch is ever sampled by two weight versions; an update a trainer abandons half-way (it died) is superseded by the
+next one, and until then nothing samples from it. It binds 127.0.0.1 unless told otherwise: anyone who can reach the
+port can replace the model's weights.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         in_process=False,
     )
     server = ThreadingHTTPServer((args.host, args.port), _handler(engine))
+    # `kill` (SIGTERM) ends it like Ctrl-C: the interpreter then exits normally and vLLM's cleanup stops its engine
+    # processes, which the default SIGTERM action would leave running.
+    signal.signal(signal.SIGTERM, _interrupt)
     logger.info("vLLM server for %s listening on http://%s:%d", args.model, args.host, server.server_address[1])
     try:
         server.serve_forever()
@@ -68,13 +76,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _handler(engine: VLLMEngine) -> type[BaseHTTPRequestHandler]:
-    lock = threading.Lock()  # vLLM's offline engine serves one call at a time
+    # vLLM's offline engine serves one call at a time; `updating` is the version being loaded, group by group, during
+    # which no batch is sampled.
+    turn = threading.Condition()
+    updating: list[int | None] = [None]
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/health":
-                self._reply(b"ok", "text/plain")
+            if self.path == "/health":  # the engine process too: a server whose engine died must not look alive
+                dead = engine.dead()
+                self._reply(
+                    *(
+                        (b"vLLM's engine process died", "text/plain", HTTPStatus.SERVICE_UNAVAILABLE)
+                        if dead
+                        else (b"ok", "text/plain")
+                    )
+                )
             elif self.path == "/info":
                 self._reply(json.dumps(engine.info()).encode(), "application/json")
             else:
@@ -83,13 +105,18 @@ def _handler(engine: VLLMEngine) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = unpack(self.rfile.read(int(self.headers["Content-Length"])))
             try:
-                with lock:
+                with turn:
                     if self.path == "/generate":
+                        turn.wait_for(lambda: updating[0] is None)
                         requests = [RolloutRequest(**r) for r in body["requests"]]
                         answer = [vars(s) for s in engine.generate(requests, body["sampling"])]
                         self._reply(pack(answer), "application/octet-stream")
                     elif self.path == "/weights":
+                        updating[0] = body["version"]  # a new version supersedes one left half-loaded
                         engine.load_weights(zip(body["names"], body["tensors"], strict=True))
+                        if body["last"]:
+                            engine.version, updating[0] = body["version"], None
+                            turn.notify_all()
                         self._reply(b"ok", "text/plain")
                     else:
                         self.send_error(HTTPStatus.NOT_FOUND)

@@ -55,7 +55,7 @@ def vllm_vs(trainer, models: list, rows: list[dict]) -> list[float]:
         with torch.no_grad():
             vision.encode(model.get_base_model() if hasattr(model, "get_base_model") else model, media)
         if completions is None:  # the first model is the policy: vLLM samples from its encoder outputs
-            completions, logprobs = trainer.vllm_generation.generate(media, vision)
+            completions, logprobs, _ = trainer.vllm_generation.generate(media, vision)
         diffs = [0.0]
         for row, completion, sampled in zip(media, completions, logprobs, strict=True):
             ids = torch.tensor([row.prompt_ids + completion])

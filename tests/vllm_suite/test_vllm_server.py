@@ -3,7 +3,9 @@ a server that is down or dies named in one clear error."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,8 +47,9 @@ def start_server(model: Path, log: Path, *extra: str) -> tuple[subprocess.Popen,
         *extra,
     ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 240
+    # its own process group, so that a test can kill the engine's processes with it (`stop`, `kill`)
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 480  # a loaded machine starts vLLM slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"vllm-serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
@@ -55,16 +58,22 @@ def start_server(model: Path, log: Path, *extra: str) -> tuple[subprocess.Popen,
             return proc, port
         except OSError:
             time.sleep(1)
-    proc.kill()
-    pytest.fail(f"vllm-serve did not answer within 240 s:\n{log.read_text()[-3000:]}")
+    kill(proc)
+    pytest.fail(f"vllm-serve did not answer within 480 s:\n{log.read_text()[-3000:]}")
 
 
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    kill(proc)  # whatever of its engine is left
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """The server and its engine's processes at once, as a crash would take them."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +127,7 @@ class KillAfterFirstStep(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 1:
-            self.proc.kill()
-            self.proc.wait()
+            kill(self.proc)
 
 
 def test_a_server_that_dies_mid_run_is_named(vllm_models, media_dir, tmp_path):
