@@ -92,6 +92,14 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
             "attention without the packed layout (flex; flash without flash-attn), keep full sequences and log why."
         },
     )
+    sequence_parallel_size: int = field(
+        default=1,
+        metadata={
+            "help": "Ranks per sequence-parallel group: in every log-prob pass a group's ranks forward their rows as "
+            "one packed row, each holding 1/N of it (DeepSpeed's Ulysses attention), so a long video's prompt is "
+            "held 1/N per rank. Rows, sampling and losses stay per rank; same losses and gradients as 1."
+        },
+    )
     chat_template_path: str | None = field(
         default=None,
         metadata={
@@ -181,6 +189,8 @@ class QwenGRPOConfig(QwenVLArgs, GRPOConfig):
             choices = self.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.sequence_parallel_size < 1:
+            raise ValueError(f"sequence_parallel_size must be >= 1, got {self.sequence_parallel_size}")
         if self.max_resample_rounds < 0:
             raise ValueError(f"max_resample_rounds must be >= 0, got {self.max_resample_rounds}")
         per_device = self.per_device_train_batch_size * self.steps_per_generation

@@ -20,6 +20,7 @@ from .media import MediaResolver, RowMedia, VisionCache
 from .media.resolver import media_model_inputs
 from .models import DeferredEncoding, dummy_vision_forward, shared_prompt, vision_calls_skipped, vision_tower
 from .models.families import inner_model, without_peft
+from .sequence_parallel import SequenceGroup, group_forward
 
 
 @dataclass
@@ -48,7 +49,8 @@ class PassMedia:
 
     `reused` is generation's vision cache when the tower and aligner are frozen (its outputs are exact for every
     pass of that batch), else None: each forward then encodes its rows' distinct media afresh, with gradients.
-    `share_keep` is `logits_to_keep` when rows that repeat a prompt forward it once, else None.
+    `keep` is TRL's `logits_to_keep`; `share`: rows that repeat a prompt forward it once. `sequence`: the ranks
+    that forward each chunk together, 1/N each (`qwengrpo.sequence_parallel`), or None.
     """
 
     rows: list[RowMedia]
@@ -57,12 +59,14 @@ class PassMedia:
     accelerator: Accelerator
     encode_once: bool
     reused: VisionCache | None = None
-    share_keep: int | None = None
+    keep: int = 0
+    share: bool = False
+    sequence: SequenceGroup | None = None
 
 
 class MediaForward:
     """The model as TRL's log-prob loop calls it: chunk by chunk, in row order; each call gets its rows' media.
-    With `share_keep` given, a chunk's rows are packed into one row without padding, and rows that repeat one
+    With `share`, a chunk's rows are packed into one row without padding, and rows that repeat one
     prompt forward it once (`models.shared_prompt`)."""
 
     # The packed row through a dense (W, W) mask instead of `models.packed_attention`: the baseline that
@@ -76,10 +80,12 @@ class MediaForward:
         ids = model_inputs["input_ids"]
         rows = self.media.rows[self.next_row : self.next_row + ids.size(0)]
         self.next_row += ids.size(0)
+        if self.media.sequence is not None:
+            return group_forward(self.model, self.media, rows, model_inputs, self.media.keep)
         packing = None
-        if self.media.share_keep is not None:
+        if self.media.share:
             keys = [tuple(map(id, r.images + r.videos)) for r in rows]
-            packing = shared_prompt.plan(model_inputs, self.media.share_keep, keys)
+            packing = shared_prompt.plan(model_inputs, self.media.keep, keys)
         if packing is None:
             model_inputs.update(self._media_inputs(rows, ids.device))
             with self._stand_ins_off():

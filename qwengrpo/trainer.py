@@ -31,6 +31,7 @@ from .models.policy import load_policy, prepare_policy
 from .models.suppress import reference_like_policy
 from .rewards.checked import NonFiniteWatch, checked_rewards
 from .rollout.pipeline import AsyncRollouts, Pipeline
+from .sequence_parallel import sequence_group
 from .tool_turns import ToolLoop, ToolTurns
 from .tracking import CompletionsTable, row_refs, use_safe_wandb
 from .workarounds import TrainerWorkarounds
@@ -195,6 +196,10 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, AsyncRollouts, GRPOTrainer)
             "eval": RowGuard(self.eval_dataset, args.on_error, rejects_path(args, "eval")),
         }
         config = self._model_config
+        # Under sequence parallelism every pass is packed (one row per document without sharing); see its package.
+        self._sequence = sequence_group(
+            config, args.sequence_parallel_size, self.accelerator.num_processes, self.aux_loss_enabled
+        )
         self._share_prompt = args.share_prompt_in_logps and (why := shared_prompt.why_not_shared(config)) is None
         if args.share_prompt_in_logps and not self._share_prompt:
             logger.info("share_prompt_in_logps: full sequences in the log-prob passes, since %s", why)
@@ -367,7 +372,9 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, AsyncRollouts, GRPOTrainer)
             self.accelerator,
             encode_once=self.args.vision_encode_once,
             reused=batch.vision if self._reuse_vision else None,
-            share_keep=logits_to_keep if self._share_prompt else None,
+            keep=logits_to_keep,
+            share=self._share_prompt,
+            sequence=self._sequence,
         )
         return super()._get_per_token_logps_and_entropies(
             MediaForward(model, media),

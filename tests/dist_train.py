@@ -75,9 +75,26 @@ def checksum(params: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def dump_first_gradients(path: Path) -> None:
+    """Save the first optimizer step's gradients of every trainable parameter, in full and averaged over the ranks
+    (DeepSpeed: between its backward and its step, where accelerate gives no hook)."""
+    from deepspeed.runtime.engine import DeepSpeedEngine
+    from deepspeed.utils import safe_get_full_grad
+
+    step = DeepSpeedEngine.step
+
+    def recording(engine, *args, **kwargs):
+        if engine.is_gradient_accumulation_boundary() and not path.exists():
+            params = [(n.removeprefix("module."), p) for n, p in engine.module.named_parameters() if p.requires_grad]
+            torch.save({n: safe_get_full_grad(p).detach().cpu().clone() for n, p in params}, path)
+        return step(engine, *args, **kwargs)
+
+    DeepSpeedEngine.step = recording
+
+
 class Evidence(TrainerCallback):
-    def __init__(self, trainer: QwenGRPOTrainer, reward: MediaReward, path: Path) -> None:
-        self.trainer, self.reward, self.path = trainer, reward, path
+    def __init__(self, trainer: QwenGRPOTrainer, reward: MediaReward, path: Path, dump: bool = False) -> None:
+        self.trainer, self.reward, self.path, self.dump = trainer, reward, path, dump
         self.pending: dict = {}
         self.llm_tokens = [0]
 
@@ -90,7 +107,15 @@ class Evidence(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         # Trainer logs the step's loss after `on_step_end`: keep the parameters now, write the record in `on_log`.
         params = full_parameters(self.trainer.model_wrapped)
+        sequence = self.trainer._sequence
+        if self.dump:  # every trainable parameter after each step, for exact comparisons between runs
+            rank = self.trainer.accelerator.process_index
+            torch.save(
+                {n: p.cpu() for n, p in params.items()}, self.path.parent / f"params-{state.global_step}-{rank}.pt"
+            )
         self.pending = {
+            "vision_patches": self.trainer.vision_patches,
+            "sequence": dict(sequence.stats) if sequence is not None else None,
             "step": state.global_step,
             "has_media": self.reward.seen[-1],
             "checksum": checksum(params),
@@ -122,6 +147,9 @@ def main() -> None:
     parser.add_argument("--media", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--dump", action="store_true", help="save the first step's gradients and every step's parameters"
+    )
     cli = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in cli.set)}
     flat_rows = overrides.pop("flat_rows", [])  # the reward's setting, not the config's
@@ -150,7 +178,9 @@ def main() -> None:
     rank = trainer.accelerator.process_index
     cli.out.mkdir(parents=True, exist_ok=True)
     path = cli.out / f"evidence-rank{rank}.jsonl"
-    trainer.add_callback(Evidence(trainer, reward, path))
+    if cli.dump:
+        dump_first_gradients(cli.out / f"grads-{rank}.pt")
+    trainer.add_callback(Evidence(trainer, reward, path, cli.dump))
     trainer.train()
     trainer.save_model(str(cli.out / "final"))
 

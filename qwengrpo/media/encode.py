@@ -63,6 +63,14 @@ class VisionCache:
             out["mm_encoder_outputs"] = encoded
         return out
 
+    def has(self, p: Processed) -> bool:
+        return id(p) in self._store
+
+    def output(self, p: Processed) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One medium's pooled output (tokens, dim) and its deepstack features (Qwen3-VL; else none)."""
+        out, index = self._lookup(p)
+        return out.pooler_output[index], [layer[index] for layer in getattr(out, "deepstack_features", None) or []]
+
     def _lookup(self, p: Processed) -> tuple[Any, int]:
         try:
             _, output, index = self._store[id(p)]

@@ -36,6 +36,9 @@ class Processed:
     replacement: str  # the placeholder token string the processor expands it to
     info: dict[str, Any]  # geometry handed to rewards
     second_per_grid_t: float | None = None  # video only: seconds per temporal patch, from the sampled fps
+    # The source's identity under its budget (`MediaRef.key`): equal on every rank for one medium, so the ranks of
+    # a sequence-parallel group can tell which media they share (`qwengrpo.sequence_parallel`).
+    key: tuple | None = None
 
     @property
     def nbytes(self) -> int:
@@ -143,6 +146,7 @@ class MediaResolver:
         except MediaError as exc:
             raise MediaError(f"{where}: {exc}") from exc
         self.decodes += 1
+        item.key = ref.key
         if self.cache is not None:
             self.cache.put(ref.key, item)
         return item

@@ -46,6 +46,11 @@ def coordinate_convention(model_type: str) -> str:
     return "absolute" if model_type in _ABSOLUTE else "relative1000"
 
 
+def deepstack_layers(config) -> int:
+    """Decoder layers that get vision features added besides the embeddings (Qwen3-VL's deepstack; else 0)."""
+    return len(getattr(config.vision_config, "deepstack_visual_indexes", None) or ())
+
+
 def mm_token_type_ids(input_ids: torch.Tensor, config) -> torch.Tensor:
     """0 for text, 1 for image pad tokens, 2 for video pad tokens: what Qwen-VL's 3-D rope reads."""
     return (input_ids == config.image_token_id).long() + 2 * (input_ids == config.video_token_id).long()

@@ -69,6 +69,15 @@ class PackedLayout:
     holes: bool  # a key inside some segment is masked (a completion's attention mask has a hole)
 
 
+@dataclass(frozen=True)
+class SlicedLayout:
+    """This rank's slice of a packed row that a sequence-parallel group holds between its ranks."""
+
+    whole: PackedLayout  # the whole row's layout, which the attention sees after the all-to-all
+    positions: torch.Tensor  # (1, slice) this slice's text positions: DeepSpeed's Ulysses gathers them
+    ulysses: Callable  # deepspeed's `UlyssesSPAttentionHF` for the group, around this module's wrapper
+
+
 def build_layout(prompts: list[int], segments: list[list[int]], keyed: torch.Tensor) -> PackedLayout:
     """The layout of documents laid end to end: `prompts[d]` prompt tokens followed by segments of
     `segments[d]` tokens each; `keyed` (W,) says which tokens others may attend to.
@@ -83,7 +92,7 @@ def build_layout(prompts: list[int], segments: list[list[int]], keyed: torch.Ten
             if sum(cut[-1]) >= max(prompt, BLOCK):
                 cut.append([])
             cut[-1].append(length)
-        for block in cut:
+        for block in filter(None, cut):  # a document of prompt only (padding) has no block
             size = sum(block)
             owner = torch.repeat_interleave(torch.arange(len(block)), torch.tensor(block))  # segment of each token
             own = (owner[:, None] == owner[None, :]).tril() & keyed[first : first + size]
@@ -93,6 +102,14 @@ def build_layout(prompts: list[int], segments: list[list[int]], keyed: torch.Ten
         documents.append(Document(start, prompt, lengths, blocks))
         start = first
     return PackedLayout(start, documents, not bool(keyed.all()))
+
+
+def padded(layout: PackedLayout, pad: int) -> PackedLayout:
+    """`layout` with `pad` tokens after it, as a document of prompt only: they attend to themselves, no other token
+    to them (a sequence-parallel row is padded to a multiple of its group's size)."""
+    if not pad:
+        return layout
+    return PackedLayout(layout.width + pad, [*layout.documents, Document(layout.width, pad, [], [])], layout.holes)
 
 
 def _torch_attend(query, key, value, mask, causal: bool, scaling: float, dropout: float) -> torch.Tensor:
@@ -174,6 +191,11 @@ def _flash_pieces(query, key, value, layout: PackedLayout, scaling: float, dropo
 def _wrap(name: str, base: Callable | None) -> Callable:
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
         layout = kwargs.pop(LAYOUT_KWARG, None)
+        if isinstance(layout, SlicedLayout) and getattr(module, "is_causal", False):
+            # Ulysses requires `position_ids` (it gathers them; the pieces do not read them) and gets no mask:
+            # the whole layout is all the attention needs.
+            kwargs["position_ids"] = layout.positions
+            return layout.ulysses(module, query, key, value, None, *args, **{**kwargs, LAYOUT_KWARG: layout.whole})
         if layout is None or not getattr(module, "is_causal", False):
             if base is None:  # eager is not a registry entry: each modeling file has its own
                 base_eager = sys.modules[type(module).__module__].eager_attention_forward
