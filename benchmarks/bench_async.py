@@ -1,6 +1,6 @@
 """Time GRPO steps with vLLM server rollouts, synchronous against asynchronous (`async_rollouts`, max_staleness 1).
 
-    .venv-vllm/bin/python benchmarks/bench_async.py [--steps 8] [--completion 80] [--batch 16]
+    .venv-vllm/bin/python benchmarks/bench_async.py [--steps 8] [--completion 80] [--batch 32]
 
 One `qwengrpo vllm-serve` is pinned to CPU core 0 and each trainer, in a child process of its own (synchronous
 first, then asynchronous), to core 1 (`taskset`), so sampling and training each have a core as they would each have
@@ -154,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--completion", type=int, default=80, help="completion tokens (a random model rarely stops)")
-    parser.add_argument("--batch", type=int, default=16, help="rows per generation batch (G = 4 per prompt)")
+    parser.add_argument("--batch", type=int, default=32, help="rows per generation batch (G = 4 per prompt)")
     parser.add_argument("--child", choices=["sync", "async"])
     parser.add_argument("--root", type=Path)
     parser.add_argument("--port", type=int)

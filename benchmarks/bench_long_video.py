@@ -49,7 +49,7 @@ G, COMPLETION = 8, 64
 # libraries and weights every child holds, while attention's compute (hidden x length²) stays affordable on CPU.
 # No grouped-query attention: torch 2.14's CPU sdpa backward with `enable_gqa` (transformers' choice when no mask
 # is given) is several times slower, and would dominate the unshared runs.
-SIZES = {"full": (64, 1024, 2, 448, [8, 16, 32, 64]), "quick": (64, 128, 2, 224, [2, 4, 8, 16])}
+SIZES = {"full": (64, 1024, 2, 448, [16, 32, 64, 128]), "quick": (64, 128, 2, 224, [2, 4, 8, 16])}
 LAYOUTS = ("unshared", "dense", "linear")
 
 
@@ -82,7 +82,7 @@ def prompt(*blocks: str) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
-def trainer_for(root: Path, size: str, layout: str, frames: int, rows: list[dict] | None = None):
+def trainer_for(root: Path, size: str, layout: str, frames: int, rows: list[dict] | None = None, **config):
     from datasets import Dataset
     from peft import LoraConfig
 
@@ -90,7 +90,7 @@ def trainer_for(root: Path, size: str, layout: str, frames: int, rows: list[dict
 
     *_, side, lengths = SIZES[size]
     rows = rows or [{"prompt": prompt("video"), "videos": [str(root / f"video_{frames}.mp4")]}]
-    args = QwenGRPOConfig(
+    settings = dict(
         output_dir=str(root / f"out-{layout}-{frames}"),
         max_steps=1,
         per_device_train_batch_size=G * len(rows),
@@ -110,6 +110,7 @@ def trainer_for(root: Path, size: str, layout: str, frames: int, rows: list[dict
         video_total_pixels=max(lengths) * side * side,
         share_prompt_in_logps=layout != "unshared",
     )
+    args = QwenGRPOConfig(**settings | config)  # `config`: other runs of this step (bench_sequence_parallel.py)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
     data = Dataset.from_list(rows)
     return QwenGRPOTrainer(str(root / "model"), reward, args=args, train_dataset=data, peft_config=lora)

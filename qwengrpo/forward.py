@@ -8,6 +8,7 @@ tower, in sampling and in every log-prob pass.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,27 +21,57 @@ from .media import MediaResolver, RowMedia, VisionCache
 from .media.resolver import media_model_inputs
 from .models import DeferredEncoding, dummy_vision_forward, shared_prompt, vision_calls_skipped, vision_tower
 from .models.families import inner_model, without_peft
-from .sequence_parallel import SequenceGroup, group_forward
+from .sequence_parallel import SequenceGroup, group_forward, sequence_group
+from .sequence_parallel.features import encode_for_group
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class VisionEncoder:
     """Runs the vision tower on the distinct media of rows that a cache lacks, and counts the input patches it
-    encodes (benchmarks read the count). `sync`: ranks must call the (sharded) tower alike (DeepSpeed/FSDP)."""
+    encodes (benchmarks read the count). `sync`: ranks must call the (sharded) tower alike (DeepSpeed/FSDP).
+    `group`: a sequence-parallel group, whose ranks encode each medium they share once (`sequence_parallel`)."""
 
     sync: bool
     patches: int = 0
+    group: SequenceGroup | None = None
 
     def __call__(self, vision: VisionCache, model, rows: list[RowMedia], *, every_kind: bool = False) -> None:
         """Encode `rows`' media not in `vision` yet. `every_kind`: also call the tower for a kind these rows lack
-        when ranks must call it alike and no forward follows to make the stand-in call."""
+        when ranks must call it alike and no forward follows to make the stand-in call (in a group, every rank
+        calls it once per kind then, and the caller keeps the forward from calling it again)."""
         before = vision.patches
+        if self.group is not None:  # a collective: every rank of the group calls it, media or not
+            encode_for_group(self.group, vision, model, rows, self.sync)
+            self.patches += vision.patches - before
+            return
         for kind, attr in (("image", "images"), ("video", "videos")):
             if any(getattr(r, attr) for r in rows):
                 vision.encode(model, rows, kinds=(kind,))
             elif every_kind and self.sync:
                 dummy_vision_forward(vision_tower(model))
         self.patches += vision.patches - before
+
+
+def pass_savings(args, model, world: int, aux_loss: bool, tools: bool) -> tuple[bool, bool, SequenceGroup | None]:
+    """Which savings every log-prob pass of a run takes, decided once from its config and model (with a log line
+    for one that is asked for and cannot be taken): reuse generation's vision cache (the tower and aligner frozen),
+    share prompts, and the sequence-parallel group (refused with the reason where it cannot hold)."""
+    frozen = not any(p.requires_grad for p in vision_tower(model).parameters())
+    reuse = args.vision_encode_once and args.vision_reuse_frozen and frozen
+    config = model.config
+    # Under sequence parallelism every pass is packed, sharing or not (a row per document without it).
+    sequence = sequence_group(config, args.sequence_parallel_size, world, aux_loss, tools)
+    share = args.share_prompt_in_logps and (why := shared_prompt.why_not_shared(config)) is None
+    if args.share_prompt_in_logps and not share:
+        logger.info("share_prompt_in_logps: full sequences in the log-prob passes, since %s", why)
+    elif share and aux_loss:  # `shared_prompt.plan` declines the passes that ask for it
+        logger.info(
+            "share_prompt_in_logps: full sequences in the policy pass, since the MoE load-balancing loss averages"
+            " over every prompt copy (router_aux_loss_coef=0 shares it too)"
+        )
+    return reuse, share, sequence
 
 
 @dataclass(frozen=True)

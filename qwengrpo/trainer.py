@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import logging
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -19,11 +18,16 @@ from .config import QwenGRPOConfig
 from .data.guard import RowGuard
 from .data.preflight import preflight_splits, rejects_path
 from .dynamic_sampling import Refill, refill
-from .forward import MediaForward, PassMedia, VisionEncoder
+from .forward import MediaForward, PassMedia, VisionEncoder, pass_savings
 from .media import MEDIA_COLUMNS, MediaBudget, MediaResolver, PromptLimit, RowMedia, VisionCache, strip_media_columns
 from .media.refs import split_row
 from .media.resolver import Processed, media_model_inputs
-from .models import mm_token_type_ids, shared_prompt, sync_vision_calls, vision_tower, without_peft
+from .models import (
+    mm_token_type_ids,
+    sync_vision_calls,
+    vision_calls_skipped,
+    without_peft,
+)
 from .models.checkpoint import resolve_resume
 from .models.families import check_reward_coordinates
 from .models.loading import honoured_init_kwargs
@@ -31,12 +35,9 @@ from .models.policy import load_policy, prepare_policy
 from .models.suppress import reference_like_policy
 from .rewards.checked import NonFiniteWatch, checked_rewards
 from .rollout.pipeline import AsyncRollouts, Pipeline
-from .sequence_parallel import sequence_group
 from .tool_turns import ToolLoop, ToolTurns
 from .tracking import CompletionsTable, row_refs, use_safe_wandb
 from .workarounds import TrainerWorkarounds
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -189,25 +190,16 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, AsyncRollouts, GRPOTrainer)
         )
         self._scope: _Batch | None = None
         self.last_batch_media: list[RowMedia] = []  # the latest generation batch's, for inspection only
-        frozen = not any(p.requires_grad for p in vision_tower(self.accelerator.unwrap_model(self.model)).parameters())
-        self._reuse_vision = args.vision_encode_once and args.vision_reuse_frozen and frozen
         self._guards = {
             "train": RowGuard(self.train_dataset, args.on_error, rejects_path(args)),
             "eval": RowGuard(self.eval_dataset, args.on_error, rejects_path(args, "eval")),
         }
-        config = self._model_config
-        # Under sequence parallelism every pass is packed (one row per document without sharing); see its package.
-        self._sequence = sequence_group(
-            config, args.sequence_parallel_size, self.accelerator.num_processes, self.aux_loss_enabled
+        tools = bool(self.tools) or self.environment_factories is not None
+        unwrapped, world = self.accelerator.unwrap_model(self.model), self.accelerator.num_processes
+        self._reuse_vision, self._share_prompt, self._sequence = pass_savings(
+            args, unwrapped, world, self.aux_loss_enabled, tools
         )
-        self._share_prompt = args.share_prompt_in_logps and (why := shared_prompt.why_not_shared(config)) is None
-        if args.share_prompt_in_logps and not self._share_prompt:
-            logger.info("share_prompt_in_logps: full sequences in the log-prob passes, since %s", why)
-        elif self._share_prompt and self.aux_loss_enabled:  # `shared_prompt.plan` declines the passes that ask for it
-            logger.info(
-                "share_prompt_in_logps: full sequences in the policy pass, since the MoE load-balancing loss averages"
-                " over every prompt copy (router_aux_loss_coef=0 shares it too)"
-            )
+        self._encoder.group = self._sequence
 
     def _init_logging(self, args: QwenGRPOConfig) -> None:
         self._wandb_callback = use_safe_wandb(self.callback_handler)
@@ -313,19 +305,23 @@ class QwenGRPOTrainer(TrainerWorkarounds, ToolTurns, AsyncRollouts, GRPOTrainer)
             return
         model = without_peft(self.accelerator.unwrap_model(self.model))
 
+        grouped = self._sequence is not None  # the group's ranks encode together, once per kind each (every rank)
+
         def prepare(model_kwargs: dict[str, Any]) -> dict[str, Any]:
             rows = self._scoped().generating or batch_rows  # a tool turn generates its rows with their tool images
-            if not any(r.images or r.videos for r in rows):  # transformers' own hook: the ranks stay in step
+            if not grouped and not any(r.images or r.videos for r in rows):  # transformers' own: ranks stay in step
                 return type(model)._prepare_multimodal_encoder_kwargs_for_generation(model, model_kwargs)
             with self.accelerator.autocast():
                 self._encoder(vision, model, rows)
             device = model_kwargs["input_ids"].device if "input_ids" in model_kwargs else None
-            model_kwargs["mm_encoder_outputs"] = vision.model_inputs(rows, device)["mm_encoder_outputs"]
+            if encoded := vision.model_inputs(rows, device).get("mm_encoder_outputs"):
+                model_kwargs["mm_encoder_outputs"] = encoded
             return model_kwargs
 
         model._prepare_multimodal_encoder_kwargs_for_generation = prepare
         try:
-            yield
+            with vision_calls_skipped(model) if grouped else nullcontext():
+                yield
         finally:
             del model._prepare_multimodal_encoder_kwargs_for_generation
 

@@ -207,6 +207,7 @@ DATA = {
     )
 }
 DATA |= {"video_qa_vllm_colocate": video_qa, "video_qa_vllm_server": video_qa, "video_qa_vllm_async": video_qa}
+DATA |= {"long_video_qa": video_qa}  # the same rows, sequence-parallel
 DATA |= {"zoom_grounding": grounding}  # grounding rows; the policy may zoom first  # video QA with vLLM rollouts
 
 

@@ -32,7 +32,9 @@ def tiny_qwen25(tiny_models) -> Path:
     return tiny_models["qwen2_5_vl"]
 
 
-def launch(config: str, out: Path, model: Path, media: Path, sets: list[str]) -> subprocess.CompletedProcess:
+def launch(
+    config: str, out: Path, model: Path, media: Path, sets: list[str], extra: list[str] = ()
+) -> subprocess.CompletedProcess:
     cmd = [
         str(ACCELERATE),
         "launch",
@@ -52,6 +54,7 @@ def launch(config: str, out: Path, model: Path, media: Path, sets: list[str]) ->
         "--out",
         str(out),
         *[a for s in sets for a in ("--set", s)],
+        *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
     if config != "fsdp.yaml":

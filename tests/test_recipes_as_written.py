@@ -27,6 +27,7 @@ MODELS = {
     "grounding": "tiny:qwen2_5_vl",
     "group_qc_stage_b": DEEP,  # lora_last_k: 4
     "image_reasoning": "tiny:qwen3_vl",
+    "long_video_qa": DEEP,  # lora_last_k: 8
     "offline_pointer_beams": None,
     "offline_rce_grpo": DEEP,  # lora_last_k: 8
     "segmentation_points": DEEP,  # lora_last_k: 8
@@ -42,7 +43,9 @@ NEEDS = {
     "video_qa_vllm_colocate": "vLLM (tests/vllm_suite/test_vllm_recipes.py runs it there)",
     "video_qa_vllm_server": "a running `qwengrpo vllm-serve`",
     "video_qa_vllm_async": "a running `qwengrpo vllm-serve` (tests/vllm_suite/test_vllm_recipes.py starts one)",
+    "long_video_qa": "two ranks (tests/test_sequence_parallel.py launches it on two CPU ranks)",
 }
+ELSEWHERE = {"video_qa_vllm_server", "video_qa_vllm_async", "long_video_qa"}  # run as written by other tests
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def test_every_recipe_has_test_data():
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_shipped_recipe_runs_as_written(path, tmp_path, media_dir, deep_tiny, tool_caller, monkeypatch):
-    if path.stem in NEEDS and (path.stem.endswith(("server", "async")) or importlib.util.find_spec("vllm") is None):
+    if path.stem in NEEDS and (path.stem in ELSEWHERE or importlib.util.find_spec("vllm") is None):
         pytest.skip(f"needs {NEEDS[path.stem]}")
     model = {DEEP: deep_tiny, TOOL_CALLER: tool_caller}.get(MODELS[path.stem], MODELS[path.stem])
     run_as_written(path.stem, model, tmp_path, media_dir, monkeypatch)

@@ -100,7 +100,7 @@ def test_shared_loss_and_gradients_equal_unshared(family, kind, tiny_models, med
 
 def test_moe_with_load_balancing_loss_keeps_full_sequences(tiny_models, media_dir, tmp_path, caplog):
     batch = rows("image", media_dir)
-    with caplog.at_level(logging.INFO, logger="qwengrpo.trainer"):
+    with caplog.at_level(logging.INFO, logger="qwengrpo.forward"):
         trainer = trainer_for(tiny_models["qwen3_vl_moe"], batch, tmp_path)
     assert trainer.aux_loss_enabled and "load-balancing loss" in caplog.text
     inputs = trainer._generate_and_score_completions([row for row in batch for _ in range(G)])
@@ -195,7 +195,7 @@ def test_rows_of_different_prompts_are_packed_without_padding(dense, tiny_models
 
 def test_linear_attention_family_keeps_full_sequences(tiny_models, media_dir, tmp_path, caplog):
     batch = rows("image", media_dir)
-    with caplog.at_level(logging.INFO, logger="qwengrpo.trainer"):
+    with caplog.at_level(logging.INFO, logger="qwengrpo.forward"):
         trainer = trainer_for(tiny_models["qwen3_5"], batch, tmp_path)
     assert not trainer._share_prompt
     assert "linear_attention" in caplog.text and "full sequences" in caplog.text

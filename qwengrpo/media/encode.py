@@ -9,11 +9,20 @@ are selected, never copied, so gradients reach the encoder once per distinct med
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .resolver import Processed, RowMedia, media_model_inputs
+
+
+@dataclass
+class _Encoded:
+    """Outputs received rather than encoded here, shaped as the encoder returns them (one medium)."""
+
+    pooler_output: tuple[torch.Tensor, ...]
+    deepstack_features: list[tuple[torch.Tensor, ...]] | None = None
 
 
 class VisionCache:
@@ -62,6 +71,10 @@ class VisionCache:
         if encoded:
             out["mm_encoder_outputs"] = encoded
         return out
+
+    def put(self, p: Processed, pooled: torch.Tensor, deepstack: list[torch.Tensor]) -> None:
+        """Outputs for `p` encoded elsewhere (another rank of a sequence-parallel group)."""
+        self._store[id(p)] = (p, _Encoded((pooled,), [(d,) for d in deepstack] or None), 0)
 
     def has(self, p: Processed) -> bool:
         return id(p) in self._store

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
-from transformers import AutoProcessor
+from transformers import AutoProcessor, set_seed
 
 from .._upstream import fix_rope_index
 from ..tiny import resolve_model
@@ -39,6 +39,9 @@ def prepare_policy(model: nn.Module, args: Any, peft_config: Any = None) -> tupl
     if args.lora_last_k and peft_config is not None:
         raise ValueError("lora_last_k and peft_config both ask for LoRA adapters; use one of them")
     if peft_config is None:  # with TRL's `peft_config`, PEFT decides what trains, as in TRL
+        # LoRA's A matrices start random: seeded by the run's seed, as the Trainer seeds a `model_init`'s weights,
+        # so that two runs of one config start from the same adapters (the Trainer seeds only after this).
+        set_seed(args.seed)
         model = apply_tuning(model, args)
     user = (args.generation_kwargs or {}).get("suppress_tokens", ())
     suppress = sorted({*vision_token_ids(model.config), *user})

@@ -146,8 +146,8 @@ def vision_calls_skipped(model: nn.Module) -> Iterator[None]:
     if not getattr(inner, "_qwengrpo_vision_sync", False):
         yield
         return
-    inner._qwengrpo_skip = True
+    outer, inner._qwengrpo_skip = inner._qwengrpo_skip, True
     try:
         yield
     finally:
-        inner._qwengrpo_skip = False
+        inner._qwengrpo_skip = outer  # nested uses (a pass inside sampling's scope) leave the outer one on

@@ -1,5 +1,10 @@
 """Encoder outputs for one rank's slice of the group's packed row: each distinct medium encoded once per group.
 
+In sampling (`encode_for_group`), the ranks of a group share the media their rows need: each distinct medium not yet
+in a rank's vision cache is encoded by the lowest rank that lacks it, and its outputs sent to the others that do.
+With a frozen tower those outputs are what every pass of the generation batch reuses: the tower runs once per
+medium, per group and generation batch.
+
 A medium's owner is the lowest group rank whose rows carry it (every rank can tell, from the gathered keys). The
 owner alone provides its outputs: from generation's vision cache when the tower is frozen (no tower call at all), or
 encoded in this pass with gradients. One exchange (an all-to-all) then sends each rank the rows of output its
@@ -17,7 +22,7 @@ from ..media import VisionCache
 from ..media.resolver import Processed, RowMedia
 from ..models import dummy_vision_forward, vision_tower
 from .group import SequenceGroup
-from .rows import GroupChunk
+from .rows import GroupChunk, local_key
 
 KINDS = ("image", "video")
 
@@ -28,6 +33,48 @@ class EncoderSlice:
 
     pooler_output: tuple[torch.Tensor]
     deepstack_features: list[tuple[torch.Tensor]] | None = None
+
+
+def encode_kinds(vision: VisionCache, model, media: list[Processed], stand_ins: bool) -> torch.Tensor | None:
+    """Encode `media` that `vision` lacks, one tower call per kind; under `stand_ins` a kind with nothing to encode
+    gets a stand-in call instead (every rank then calls the tower once per kind). Returns the stand-ins' zero."""
+    zero = None
+    for kind in KINDS:
+        todo = [p for p in media if p.kind == kind and not vision.has(p)]
+        if todo:
+            vision.encode(model, [RowMedia([], [], **{f"{kind}s": todo})], kinds=(kind,))
+        elif stand_ins:
+            stand_in = dummy_vision_forward(vision_tower(model))
+            zero = stand_in if zero is None else zero + stand_in
+    return zero
+
+
+def encode_for_group(group: SequenceGroup, vision: VisionCache, model, rows: list[RowMedia], stand_ins: bool) -> None:
+    """Put the outputs of `rows`' media into `vision`, each medium encoded by one rank of the group (no gradients:
+    sampling). `stand_ins` (DeepSpeed/FSDP): every rank calls the tower once per kind, real or stand-in, as the
+    sharded tower needs; the caller keeps the forwards that follow from calling it again."""
+    local: dict[tuple, Processed] = {}
+    for row in rows:
+        for p in row.images + row.videos:
+            if not vision.has(p):
+                local.setdefault(local_key(p, group.rank), p)
+    lists = group.gather_objects(list(local))
+    owner: dict[tuple, int] = {}
+    for rank, keys in enumerate(lists):
+        for key in keys:
+            owner.setdefault(key, rank)
+    encode_kinds(vision, model, [p for key, p in local.items() if owner[key] == group.rank], stand_ins)
+    wanted = {key for rank, keys in enumerate(lists) if rank != group.rank for key in keys}
+    sent = {}
+    for key, p in local.items():
+        if owner[key] == group.rank and key in wanted:
+            pooled, deepstack = vision.output(p)
+            sent[key] = (pooled.detach().cpu(), [d.detach().cpu() for d in deepstack])
+    device = next(model.parameters()).device
+    for part in group.gather_objects(sent):
+        for key, (pooled, deepstack) in part.items():
+            if key in local and owner[key] != group.rank:
+                vision.put(local[key], pooled.to(device), [d.to(device) for d in deepstack])
 
 
 def owners(chunk: GroupChunk) -> dict[tuple, int]:
@@ -50,17 +97,9 @@ def owned_outputs(
     local: dict[tuple, Processed] = {}
     for row in rows:
         for p in row.images + row.videos:
-            if owner.get(p.key) == rank:
-                local.setdefault(p.key, p)
-    zero = None
-    for kind in KINDS:
-        todo = [p for p in local.values() if p.kind == kind and not vision.has(p)]
-        if todo:
-            media = {"images": todo} if kind == "image" else {"videos": todo}
-            vision.encode(model, [RowMedia([], [], **media)], kinds=(kind,))
-        elif stand_ins:
-            stand_in = dummy_vision_forward(vision_tower(model))
-            zero = stand_in if zero is None else zero + stand_in
+            if owner.get(local_key(p, rank)) == rank:
+                local.setdefault(local_key(p, rank), p)
+    zero = encode_kinds(vision, model, list(local.values()), stand_ins)
     table = {}
     for key, p in local.items():
         pooled, deepstack = vision.output(p)

@@ -54,7 +54,7 @@ class SequenceGroup:
         return out
 
 
-def why_not_sequence_parallel(config, size: int, world: int, aux_loss: bool) -> str | None:
+def why_not_sequence_parallel(config, size: int, world: int, aux_loss: bool, tools: bool = False) -> str | None:
     """Why `sequence_parallel_size: size` cannot hold for this model and run, or None when it can."""
     if world % size:
         return f"the {world} ranks of this run do not form groups of {size}"
@@ -71,14 +71,16 @@ def why_not_sequence_parallel(config, size: int, world: int, aux_loss: bool) -> 
             return f"{size} does not divide the language model's {name} ({getattr(text, name)})"
     if aux_loss:
         return "the MoE load-balancing loss averages over every prompt copy, which a packed row does not hold"
+    if tools:  # each turn's generate would need the group's tool images exchanged too: not built yet
+        return "tool calls (`tools` / `environment_factory`) are not covered yet"
     return None
 
 
-def sequence_group(config, size: int, world: int, aux_loss: bool) -> SequenceGroup | None:
+def sequence_group(config, size: int, world: int, aux_loss: bool, tools: bool) -> SequenceGroup | None:
     """The group of `sequence_parallel_size: size` (None for 1), or a ValueError saying why it cannot hold."""
     if size == 1:
         return None
-    if (why := why_not_sequence_parallel(config, size, world, aux_loss)) is not None:
+    if (why := why_not_sequence_parallel(config, size, world, aux_loss, tools)) is not None:
         raise ValueError(f"sequence_parallel_size={size} cannot be used here: {why}")
     return start_sequence_parallel(config, size)
 

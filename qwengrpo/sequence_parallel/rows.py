@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..media.resolver import RowMedia
+from ..media.resolver import Processed, RowMedia
 from .group import SequenceGroup
 
 FIELDS = {"input_ids": 0, "attention_mask": 0, "mm_token_type_ids": 0, "labels": -100}
@@ -45,14 +45,15 @@ class GroupChunk:
         return [tuple(m.key for m in row) for row in self.media]
 
 
+def local_key(p: Processed, rank: int) -> tuple:
+    """A medium's name across the group: its source key, or (for one built outside the resolver) this rank's own."""
+    return p.key if p.key is not None else ("local", rank, id(p))
+
+
 def media_of(rows: list[RowMedia], merge: int, rank: int) -> list[list[Medium]]:
-    """Each row's media as `Medium`s; a medium without a source key (built outside the resolver) is named by this
-    rank and object, so no other rank shares it."""
+    """Each row's media as `Medium`s, named across the group (`local_key`)."""
     return [
-        [
-            Medium(p.kind, p.key if p.key is not None else ("local", rank, id(p)), int(p.grid_thw.prod()) // merge**2)
-            for p in row.images + row.videos
-        ]
+        [Medium(p.kind, local_key(p, rank), int(p.grid_thw.prod()) // merge**2) for p in row.images + row.videos]
         for row in rows
     ]
 
