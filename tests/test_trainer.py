@@ -7,6 +7,7 @@ import torch
 from factories import make_trainer, snapshot
 from helpers import length_reward, rows_for
 
+from qwengrpo import QwenGRPOConfig
 from qwengrpo.models import vision_tower
 from qwengrpo.tiny import FAMILIES
 
@@ -37,6 +38,23 @@ def test_lora_last_k_trains_adapters_only(tiny_models, media_dir, tmp_path):
     assert trainable and all("lora_" in n and ".layers.1." in n for n in trainable)
     for name, param in trainer.model.named_parameters():
         assert torch.equal(before[name], param) != (name in trainable), name
+
+
+def test_lora_last_k_trains_every_aligner_beside_the_adapters(tiny_models):
+    """Qwen3-VL's aligner is the merger and a list of deepstack mergers: PEFT takes modules, not lists, so each goes
+    to `modules_to_save` on its own, and all of them train, with the same seed giving the same adapters."""
+    from transformers import AutoModelForImageTextToText
+
+    from qwengrpo.models.policy import prepare_policy
+
+    args = QwenGRPOConfig(output_dir="unused", lora_last_k=1, seed=3)
+    load = AutoModelForImageTextToText.from_pretrained
+    models = [prepare_policy(load(tiny_models["qwen3_vl"]), args)[0] for _ in "ab"]
+    trainable = {n for n, p in models[0].named_parameters() if p.requires_grad}
+    assert any("deepstack_merger_list.0" in n for n in trainable) and any(".merger." in n for n in trainable)
+    assert all("lora_" in n or "merger" in n for n in trainable)
+    adapters = [{n: p for n, p in m.named_parameters() if "lora_A" in n} for m in models]
+    assert adapters[0] and all(torch.equal(p, adapters[1][n]) for n, p in adapters[0].items())
 
 
 def test_media_follow_rows_through_shuffle_split_and_accumulation(tiny_models, media_dir, tmp_path):

@@ -47,7 +47,9 @@ def apply_last_k_lora(model: nn.Module, k: int, *, r: int = 16, alpha: int = 32,
     modules_to_save = None
     if aligner:
         named = {id(m): n for n, m in model.named_modules()}
-        modules_to_save = [named[id(m)] for m in aligner_modules(model)]
+        # PEFT wraps modules, not containers: Qwen3-VL's deepstack mergers (a ModuleList) go one by one.
+        modules = [c for m in aligner_modules(model) for c in (m if isinstance(m, nn.ModuleList) else [m])]
+        modules_to_save = [named[id(m)] for m in modules]
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, modules_to_save=modules_to_save
     )
