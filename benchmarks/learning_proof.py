@@ -38,7 +38,7 @@ DIFF = "sampling/sampling_logp_difference/mean"
 DYNAMIC = ("dropped_groups", "unfilled_groups", "rounds")
 
 
-def run(
+def demo_trainer(
     root: Path,
     blind: bool,
     steps: int,
@@ -47,7 +47,10 @@ def run(
     loss_type: str = "dapo",
     dynamic_sampling: bool = False,
     port: int | None = None,
-) -> dict[str, float]:
+    **overrides,
+) -> tuple[QwenGRPOTrainer, list[dict]]:
+    """The demo's trainer, not yet trained, and its held-out rows (tests/vllm_suite trains it for fewer steps, with
+    `overrides` of the config)."""
     model_dir = build_tiny_model("qwen2_5_vl", root / "model", seed=seed, **(VLLM_WIDTH if vllm else {}))
     # `port`: a server started from the same model (same seed); each run's first weight sync makes it this run's
     server = {"vllm_mode": "server", "vllm_server_host": "127.0.0.1", "vllm_server_port": port, "async_rollouts": True}
@@ -55,7 +58,7 @@ def run(
     tokenizer = AutoProcessor.from_pretrained(model_dir).tokenizer
     train_rows = make_rows(root / "train", 48, seed=seed, blind=blind)
     held_out = make_rows(root / "held_out", 24, seed=seed + 1, blind=blind)
-    args = QwenGRPOConfig(
+    settings = dict(
         output_dir=str(root / "out"),
         max_steps=steps,
         per_device_train_batch_size=16,
@@ -77,9 +80,16 @@ def run(
         vllm_max_model_length=512,
         loss_type=loss_type,
         dynamic_sampling=dynamic_sampling,
-        **server,
     )
+    args = QwenGRPOConfig(**settings | server | overrides)
     trainer = QwenGRPOTrainer(str(model_dir), colour_reward, args=args, train_dataset=Dataset.from_list(train_rows))
+    return trainer, held_out
+
+
+def run(
+    root: Path, blind: bool, vllm: bool = False, dynamic_sampling: bool = False, port: int | None = None, **settings
+) -> dict[str, float]:
+    trainer, held_out = demo_trainer(root, blind, vllm=vllm, dynamic_sampling=dynamic_sampling, port=port, **settings)
     start = expected_reward(trainer.model, trainer.media, held_out)
     trainer.train()
     end = expected_reward(trainer.model, trainer.media, held_out)

@@ -1,18 +1,26 @@
 """Asynchronous rollouts against a real `qwengrpo vllm-serve` on 127.0.0.1: the next batch sampled while the trainer
-trains, staleness bounded and logged, `max_staleness: 0` the synchronous path loss for loss, and a server that dies
-or stalls named in one error with the last checkpoint resumable on the same prompts."""
+trains, staleness bounded and logged, `max_staleness: 0` the synchronous path loss for loss, learning at
+`max_staleness: 1`, and a server that dies or stalls named in one error with the last checkpoint resumable on the same
+prompts."""
 
 from __future__ import annotations
 
 import math
 import signal
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))  # learning_proof's demo trainer
 
 import pytest
 from factories import make_trainer, snapshot
 from helpers import rows_for
+from learning_proof import demo_trainer
 from test_vllm_server import kill, server_args, start_server, stop
 from transformers import AutoTokenizer, TrainerCallback
 
+from qwengrpo.demo import expected_reward
 from qwengrpo.rollout import RolloutRequest
 from qwengrpo.rollout.client import ServerEngine
 
@@ -108,6 +116,41 @@ def test_max_staleness_0_is_the_synchronous_path(server, vllm_models, media_dir,
         losses[name] = logged(trainer, "loss")
         assert logged(trainer, "rollout/staleness") == [0.0, 0.0, 0.0]
     assert len(losses["sync"]) == 3 and losses["sync"] == losses["async"], losses
+
+
+LEARNING_STEPS = 48  # four epochs of the demo's 48 rows, 4 prompts (16 completions) a step
+EPOCH = 12
+
+
+@pytest.mark.slow
+def test_max_staleness_1_learns_the_demo_from_images_and_video(server, tmp_path):
+    # The demo's colour task (half images, half moving-dot videos) as benchmarks/learning_proof.py trains it, each
+    # batch but an epoch's first sampled by the server during the step before. The server's model is the fixture's,
+    # the same tiny Qwen2.5-VL (seed 0) the demo builds; the trainer's first weight sync makes it this run's. A
+    # constant learning rate: the proof's 200-step decay, squeezed into 48 steps, would leave too little learning.
+    trainer, held_out = demo_trainer(
+        tmp_path,
+        blind=False,
+        steps=LEARNING_STEPS,
+        vllm=True,
+        port=server,
+        logging_steps=1,
+        lr_scheduler_type="constant",
+    )
+    assert trainer.args.async_rollouts and trainer.args.max_staleness == 1
+    start = expected_reward(trainer.model, trainer.media, held_out)
+    trainer.train()
+    end = expected_reward(trainer.model, trainer.media, held_out)
+
+    staleness = logged(trainer, "rollout/staleness")
+    assert staleness == [float(step % EPOCH != 0) for step in range(LEARNING_STEPS)]
+    assert logged(trainer, "rollout/weight_version") == [step - s for step, s in enumerate(staleness)]
+    # The trainer's weights learned from the pixels (chance is 1/3)...
+    assert end >= start + 0.08, (start, end)
+    # ...and reached the server: the reward of what it sampled rose from the first epoch to the last, which samples
+    # from the first weights would not do.
+    rewards = logged(trainer, "reward")
+    assert statistics.mean(rewards[-EPOCH:]) >= statistics.mean(rewards[:EPOCH]) + 0.08, rewards
 
 
 class Interrupt(TrainerCallback):
