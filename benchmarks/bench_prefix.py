@@ -128,14 +128,14 @@ def child(kind: str, root: Path, steps: int, size: str) -> dict:
     import torch
     from step_time import StepTime
 
-    from qwengrpo.models import language_model
+    from qwengrpo.models import CACHE_KWARG, language_model
 
     torch.manual_seed(0)
     trainer = trainer_for(kind, root, steps, size)
     tokens, prompt = [0], {}
 
     def count(_module, _args, kwargs):
-        if kwargs.get("past_key_values") is None:  # a log-prob pass; generation runs with a cache
+        if kwargs.get(CACHE_KWARG) is None:  # a log-prob pass; generation runs with a cache
             tokens[0] += kwargs["inputs_embeds"].shape[:2].numel()
 
     language_model(trainer.model).register_forward_pre_hook(count, with_kwargs=True)

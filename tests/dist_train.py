@@ -19,7 +19,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from qwengrpo import QwenGRPOConfig, QwenGRPOTrainer
-from qwengrpo.models import language_model
+from qwengrpo.models import CACHE_KWARG, language_model
 
 
 def user(*parts: dict | str) -> list[dict]:
@@ -99,7 +99,7 @@ class Evidence(TrainerCallback):
         self.llm_tokens = [0]
 
         def count(_module, _args, kwargs):
-            if kwargs.get("past_key_values") is None:
+            if kwargs.get(CACHE_KWARG) is None:
                 self.llm_tokens[0] += kwargs["inputs_embeds"].shape[:2].numel()
 
         language_model(trainer.model).register_forward_pre_hook(count, with_kwargs=True)

@@ -8,11 +8,14 @@ import inspect
 import pytest
 import transformers
 import trl.trainer.grpo_trainer as grpo
-from transformers import Trainer
+from transformers import AutoConfig, AutoModelForImageTextToText, Trainer
 from trl import GRPOTrainer
 
 from qwengrpo import QwenGRPOTrainer
+from qwengrpo.models import CACHE_KWARG, language_model
+from qwengrpo.models.families import inner_model
 from qwengrpo.rollout.pipeline import AsyncRollouts
+from qwengrpo.tiny import FAMILIES
 from qwengrpo.tool_turns import ToolTurns
 from qwengrpo.workarounds import TrainerWorkarounds
 
@@ -158,3 +161,14 @@ def test_logps_loop_calls_the_model_chunk_by_chunk_in_row_order():
         source.count("model(") == 1 and "outputs = model(**model_inputs, labels=labels, fused_lm_head=True)" in source
     )
     assert 'model_inputs["mm_token_type_ids"] = mm_token_type_ids[start:end]' in source
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forwards_take_the_cache_under_cache_kwarg(family, tiny_models):
+    # `models.sync` tells a decoding step from a full forward by the cache among the keyword arguments of the top,
+    # inner and language models' forwards; `models.shared_prompt` passes it to `compute_3d_position_ids`. A rename
+    # (transformers 5.24: `past_key_values` to `cache`) would leave the hooks seeing no cache, and so no decoding.
+    model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(tiny_models[family]))
+    inner = inner_model(model)
+    for function in (model.forward, inner.forward, language_model(model).forward, inner.compute_3d_position_ids):
+        assert CACHE_KWARG in inspect.signature(function).parameters, function.__qualname__

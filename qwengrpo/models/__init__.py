@@ -2,6 +2,7 @@
 
 from .checkpoint import load_full_weights
 from .families import (
+    CACHE_KWARG,
     aligner_modules,
     coordinate_convention,
     decoder_layer_names,
@@ -15,6 +16,7 @@ from .suppress import suppress_in_head, vision_token_ids
 from .sync import DeferredEncoding, dummy_vision_forward, sync_vision_calls, vision_calls_skipped
 
 __all__ = [
+    "CACHE_KWARG",
     "DeferredEncoding",
     "aligner_modules",
     "apply_freezing",

@@ -10,9 +10,16 @@ from __future__ import annotations
 import logging
 
 import torch
+import transformers
+from packaging import version
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+# The keyword under which the models' forwards take the KV cache: transformers 5.24 renamed `past_key_values` to
+# `cache` (the old name a deprecated alias until 5.40). Hooks that tell decoding from a full forward read it, and
+# direct calls pass it, under this name. Drop when the floor reaches 5.24.
+CACHE_KWARG = "cache" if version.parse(transformers.__version__).release[:2] >= (5, 24) else "past_key_values"
 
 # How each family was trained to write boxes and points (see the Qwen2/2.5/3-VL technical reports).
 _ABSOLUTE = {"qwen2_5_vl"}  # pixels on the resized image the model saw

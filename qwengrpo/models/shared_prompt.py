@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from .families import CACHE_KWARG
 from .packed_attention import BACKENDS, LAYOUT_KWARG, PackedLayout, build_layout, flash_installed
 
 
@@ -143,7 +144,7 @@ def dense_mask(packing: Packing, additive: bool) -> torch.Tensor:
 def full_positions(inner, input_ids, attention_mask, mm_token_type_ids, grids: dict[str, Any]) -> torch.Tensor:
     """The rope positions the model gives the full chunk, by its own rule (text-only chunks count padding too)."""
     kwargs = {"input_ids": input_ids, "inputs_embeds": None, "attention_mask": attention_mask}
-    kwargs |= {"past_key_values": None, "mm_token_type_ids": mm_token_type_ids}
+    kwargs |= {CACHE_KWARG: None, "mm_token_type_ids": mm_token_type_ids}
     kwargs |= {k: grids.get(k) for k in ("image_grid_thw", "video_grid_thw")}
     if "second_per_grid_ts" in grids:  # Qwen2.5-VL only
         kwargs["second_per_grid_ts"] = grids["second_per_grid_ts"]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .families import inner_model, without_peft
+from .families import CACHE_KWARG, inner_model, without_peft
 
 KINDS = (("pixel_values", "image"), ("pixel_values_videos", "video"))
 
@@ -75,8 +75,8 @@ class DeferredEncoding:
 
 
 def _decoding(kwargs: dict[str, Any]) -> bool:
-    past = kwargs.get("past_key_values")
-    return past is not None and past.get_seq_length() > 0  # no rank calls the tower while decoding
+    cache = kwargs.get(CACHE_KWARG)
+    return cache is not None and cache.get_seq_length() > 0  # no rank calls the tower while decoding
 
 
 def _pre_encoded(inner: nn.Module, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
