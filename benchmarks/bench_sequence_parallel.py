@@ -53,7 +53,7 @@ def child(root: Path, size: str, name: str, out: Path) -> None:
     from dist_train import dump_first_gradients
     from step_time import StepTime
 
-    from qwengrpo.models import language_model
+    from qwengrpo.models import CACHE_KWARG, language_model
 
     ranks, sp = RUNS[name]
     torch.manual_seed(0)
@@ -86,7 +86,7 @@ def child(root: Path, size: str, name: str, out: Path) -> None:
     tokens = [0]
 
     def count(_module, _args, kwargs):
-        if kwargs.get("past_key_values") is None:  # the log-prob passes (generation runs with a cache)
+        if kwargs.get(CACHE_KWARG) is None:  # the log-prob passes (generation runs with a cache)
             tokens[0] += kwargs["inputs_embeds"].shape[:2].numel()
 
     language_model(trainer.model).register_forward_pre_hook(count, with_kwargs=True)
