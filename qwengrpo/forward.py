@@ -112,7 +112,7 @@ class MediaForward:
         rows = self.media.rows[self.next_row : self.next_row + ids.size(0)]
         self.next_row += ids.size(0)
         if self.media.sequence is not None:
-            return group_forward(self.model, self.media, rows, model_inputs, self.media.keep)
+            return group_forward(self.model, self.media, rows, model_inputs)
         packing = None
         if self.media.share:
             keys = [tuple(map(id, r.images + r.videos)) for r in rows]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..forward import PassMedia
 
 
-def group_forward(model, media: PassMedia, rows: list[RowMedia], model_inputs: dict[str, Any], keep: int) -> Any:
+def group_forward(model, media: PassMedia, rows: list[RowMedia], model_inputs: dict[str, Any]) -> Any:
     """The model's outputs for this rank's chunk (`model_inputs`, `rows`), computed by the whole group."""
     group = media.sequence
     ids = model_inputs["input_ids"]
@@ -44,7 +44,7 @@ def group_forward(model, media: PassMedia, rows: list[RowMedia], model_inputs: d
         inner, ids, model_inputs["attention_mask"], model_inputs["mm_token_type_ids"], grids
     )
     merge = processor.image_processor.merge_size
-    chunk = gather_chunk(group, model_inputs, positions, keep, media_of(rows, merge, group.rank))
+    chunk = gather_chunk(group, model_inputs, positions, media.keep, media_of(rows, merge, group.rank))
     full = chunk.tensors
     if media.share:
         text = full["mm_token_type_ids"] == 0
