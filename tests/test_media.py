@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 from helpers import IMG, VID, user
+from PIL import Image
 from transformers import AutoProcessor
 
 from qwengrpo import MediaBudget, MediaError, MediaResolver
@@ -125,3 +128,34 @@ def test_clip_window_selects_frames_inside_it(resolvers, media_dir):
     (row,) = resolver.resolve([video_row(clip)])
     indices = row.info[0]["frame_indices"]
     assert len(indices) == 4 and indices[0] == 20 and indices[-1] == 40
+
+
+def test_arrays_from_a_notebook_are_media_with_exact_identities(resolvers, media_dir):
+    """An (H, W, 3) uint8 array is the image it shows, and a (frames, H, W, 3) array a video of those frames.
+    Two arrays equal but for their middle pixels are two media (numpy's repr elides the middle)."""
+    resolver = resolvers("qwen2_5_vl", video_max_pixels=28 * 28 * 2)
+    red = np.asarray(Image.open(media_dir / "red.png").convert("RGB"))
+    other = red.copy()
+    other[red.shape[0] // 2, red.shape[1] // 2] = 0
+    assert repr(other) == repr(red)
+    as_array, as_file, changed = resolver.resolve(
+        [{"prompt": user(IMG, "x"), "images": [a]} for a in (red, str(media_dir / "red.png"), other)]
+    )
+    assert torch.equal(as_array.images[0].pixel_values, as_file.images[0].pixel_values)
+    assert resolver.decodes == 3 and not torch.equal(changed.images[0].pixel_values, as_array.images[0].pixel_values)
+    frames = np.stack([red, red, other, other])
+    clip, listed = resolver.resolve([video_row(frames), video_row(list(frames))])
+    assert torch.equal(clip.videos[0].pixel_values, listed.videos[0].pixel_values)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (7, r"row 0: a video must be a path, .* or a dict with 'path'; got int"),
+        (b"\x00\x01", r"row 0: a video must be a path, .*; got bytes"),
+        (np.zeros((8, 8, 3), np.float32), r"row 0: a video given as an array must be .* uint8 pixels, got shape"),
+    ],
+)
+def test_a_medium_of_another_type_is_named_with_the_types_taken(resolvers, value, message):
+    with pytest.raises(MediaError, match=message):
+        resolvers("qwen2_5_vl").resolve([video_row(value)])

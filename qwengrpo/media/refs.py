@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from .budget import MediaBudget
@@ -30,7 +31,7 @@ class MediaRef:
     """One image or video a prompt refers to, with the budget it is decoded under."""
 
     kind: str  # "image" | "video"
-    source: Any  # path, PIL image, list of frames (paths or PIL images), or a folder of frames
+    source: Any  # path, PIL image, list of frames (paths or PIL images), or a folder of frames (`_source`)
     budget: MediaBudget
     native_fps: float | None = None  # for frame folders/lists: the rate the frames were extracted at
     label: str = ""  # human-readable source, for error messages
@@ -57,7 +58,7 @@ def _identity(source: Any) -> Any:
         return tuple(_identity(s) for s in source)
     if isinstance(source, dict):
         return tuple(sorted((k, _identity(v)) for k, v in source.items()))
-    return repr(source)
+    return repr(source)  # unreachable for rows: `_make_ref` admits only the types above
 
 
 def label(source: Any) -> str:
@@ -99,12 +100,49 @@ def _make_ref(kind: str, value: Any, budget: MediaBudget, where: str) -> MediaRe
             raise MediaError(f"{where}: {problem}")
         budget = budget.with_overrides(kind, overrides, where)
         clip = (overrides.get("video_start"), overrides.get("video_end"))
+        source = _source(kind, source, where)
         return MediaRef(kind, source, budget, overrides.get("native_fps"), label(source), clip)
     if value is None:
         raise MediaError(f"{where}: a {kind} entry is empty (None)")
     if (problem := url_problem(value, f"the {kind}")) is not None:
         raise MediaError(f"{where}: {problem}")
+    value = _source(kind, value, where)
     return MediaRef(kind, value, budget, None, label(value))
+
+
+def _source(kind: str, value: Any, where: str) -> Any:
+    """A medium as the decoders take it: arrays from a notebook become PIL images, anything else unknown is refused.
+
+    Refused here, with the row's name, rather than as a bare TypeError from the decoder mid-step; and a source
+    that passes has an exact identity (`MediaRef.key`), which a truncated repr of an array would not be.
+    """
+    if isinstance(value, (str, os.PathLike, Image.Image)):
+        return value
+    if _is_array(value) and len(value.shape) in (2, 3):
+        return _array_image(value, kind, where)
+    if kind == "video" and _is_array(value) and len(value.shape) == 4:  # (frames, H, W, C)
+        return [_array_image(frame, kind, where) for frame in value]
+    if kind == "video" and isinstance(value, (list, tuple)) and value:
+        return [f if isinstance(f, (str, os.PathLike, Image.Image)) else _array_image(f, kind, where) for f in value]
+    video = ", a list of frames (paths, PIL images or arrays) or a (frames, H, W, 3) uint8 array" * (kind == "video")
+    raise MediaError(
+        f"{where}: a {kind} must be a path, a PIL image, an (H, W, 3) uint8 array{video} or a dict with 'path'; "
+        f"got {type(value).__name__}"
+    )
+
+
+def _is_array(value: Any) -> bool:
+    return hasattr(value, "__array__") and hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _array_image(value: Any, kind: str, where: str) -> Image.Image:
+    array = np.asarray(value)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise MediaError(
+            f"{where}: a {kind} given as an array must be (H, W), (H, W, 3) or (H, W, 4) uint8 pixels, "
+            f"got shape {tuple(array.shape)} dtype {array.dtype}"
+        )
+    return Image.fromarray(array)
 
 
 def _column_media(row: dict, kind: str) -> list:
