@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 VLLM_VENV := .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
-# Two torch builds JIT-compile DeepSpeed's ops; keep their caches apart so neither waits on (or loads) the other's.
+# Two torch builds JIT-compile DeepSpeed's ops; keep their caches apart so neither waits on (or loads) the other's,
+# nor another checkout's DeepSpeed rebuilds them on every launch.
+MAIN_ENV := TORCH_EXTENSIONS_DIR=$(CURDIR)/$(VENV)/torch_extensions
 VLLM_ENV := VLLM_CPU_KVCACHE_SPACE=1 TORCH_EXTENSIONS_DIR=$(CURDIR)/$(VLLM_VENV)/torch_extensions
 
 $(STAMP): pyproject.toml
@@ -46,12 +48,12 @@ test: test-main test-vllm
 
 test-main: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/vllm_suite
+	$(MAIN_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/vllm_suite
 
 # The inner loop: everything but tests marked `slow` (child processes, whole runs, benchmarks), under 90 s.
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/vllm_suite -m "not slow"
+	$(MAIN_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/vllm_suite -m "not slow"
 
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_ENV) $(VLLM_BIN)/python -m pytest -q -p no:cacheprovider tests/vllm_suite
@@ -60,4 +62,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/learning_proof.py
+	$(MAIN_ENV) $(BIN)/python benchmarks/learning_proof.py

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from datasets import Dataset
-from recipe_data import ROOT, load_pointer_example, write_jsonl
+from recipe_data import DATA, ROOT, load_pointer_example, write_jsonl
 
 from qwengrpo.cli import main as cli
 from qwengrpo.config import QwenGRPOConfig
@@ -132,6 +132,19 @@ def test_every_command_that_takes_a_recipe_takes_set(tmp_path, media_dir, capsys
     assert json.loads(report.read_text())["rows"] == 1
     assert cli(["validate", str(recipe), "--set", "on_error=sometimes"]) == 1
     assert "on_error must be one of ['fail', 'skip'], got 'sometimes'" in capsys.readouterr().err
+
+
+def test_one_process_commands_take_a_recipe_written_for_pairs_of_ranks(tmp_path, media_dir, caplog):
+    """long_video_qa.yaml gives each rank of a pair half a clip's completions, which TRL's batch checks refuse in
+    one process: validate and preview said so as TRL's batch-size error instead of checking the data."""
+    recipe = ROOT / "recipes/configs/long_video_qa.yaml"
+    sets = [a for s in DATA["long_video_qa"](tmp_path, media_dir) for a in ("--set", s)]
+    sets += ["--set", "model_name_or_path=tiny:qwen2_5_vl", "--set", f"output_dir={tmp_path / 'run'}"]
+    with caplog.at_level(logging.INFO, logger="qwengrpo"):
+        assert cli(["validate", str(recipe), *sets]) == 0
+        assert cli(["preview", str(recipe), *sets, "--out", str(tmp_path / "p.png")]) == 0
+    assert "sequence_parallel_size 2: one process holds its 2 ranks' rows" in caplog.text
+    assert (tmp_path / "p.png").exists()
 
 
 def test_evaluate_reads_only_the_held_out_split_and_names_it(tmp_path, media_dir, caplog):
