@@ -11,6 +11,7 @@ from transformers import AutoProcessor
 
 from qwengrpo import MediaBudget, MediaError, MediaResolver
 from qwengrpo.media import PromptLimit
+from qwengrpo.media.refs import EmbeddedImage
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +160,16 @@ def test_arrays_from_a_notebook_are_media_with_exact_identities(resolvers, media
 def test_a_medium_of_another_type_is_named_with_the_types_taken(resolvers, value, message):
     with pytest.raises(MediaError, match=message):
         resolvers("qwen2_5_vl").resolve([video_row(value)])
+
+
+def test_embedded_images_are_identified_by_their_bytes_and_decode_like_their_file(resolvers, media_dir):
+    """Undecoded `Image` features (the pre-flight's `EmbeddedImage`) all read `<embedded image>`: their identity
+    was that repr, so two different images of a data set were one medium."""
+    resolver = resolvers("qwen2_5_vl")
+    red, blue = ((media_dir / f"{c}.png").read_bytes() for c in ("red", "blue"))
+    rows = [{"prompt": user(IMG, "x"), "images": [s]} for s in (EmbeddedImage(red), EmbeddedImage(blue))]
+    embedded_red, embedded_blue = resolver.resolve([*rows, rows[0]])[:2]
+    assert resolver.decodes == 2
+    (from_file,) = resolver.resolve([{"prompt": user(IMG, "x"), "images": [str(media_dir / "red.png")]}])
+    assert torch.equal(embedded_red.images[0].pixel_values, from_file.images[0].pixel_values)
+    assert not torch.equal(embedded_blue.images[0].pixel_values, from_file.images[0].pixel_values)

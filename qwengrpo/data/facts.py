@@ -20,18 +20,8 @@ from ..media import MediaError, MediaRef
 from ..media.decode import DEFAULT_FRAMES_FPS, frame_sources, sample_indices
 from ..media.factcache import FactCache, bytes_key, file_key
 from ..media.files import BadMedia, image_size, to_rgb
+from ..media.refs import EmbeddedImage
 from ..media.workers import CheckPool
-
-
-@dataclass(frozen=True, eq=False)
-class EmbeddedImage:
-    """An image stored in the dataset itself (a Hugging Face `Image` feature), kept as its encoded bytes."""
-
-    data: bytes
-    name: str | None = None
-
-    def __repr__(self) -> str:
-        return f"<embedded {self.name or 'image'}>"
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from .budget import MediaBudget
 from .errors import MediaError
 from .factcache import FactCache, file_key
 from .files import BadMedia, open_image, undecodable_frames
-from .refs import MediaRef
+from .refs import EmbeddedImage, MediaRef
 from .workers import check_one
 
 _FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -70,10 +70,12 @@ def open_source_image(ref: MediaRef) -> Image.Image:
 
 
 def _open_image(source: Any, label: str) -> Image.Image:
-    if not isinstance(source, Image.Image) and not Path(source).is_file():
+    if isinstance(source, EmbeddedImage):
+        source = source.data
+    elif not isinstance(source, Image.Image) and not Path(source).is_file():
         raise MediaError(f"image file not found: {label}")
     try:
-        return open_image(source if isinstance(source, Image.Image) else str(source), label)
+        return open_image(source if isinstance(source, (Image.Image, bytes)) else str(source), label)
     except BadMedia as exc:
         raise MediaError(str(exc)) from exc
 

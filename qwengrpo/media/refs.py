@@ -26,6 +26,17 @@ MEDIA_COLUMNS = ("image", "images", "video", "videos")
 KINDS = ("image", "video")
 
 
+@dataclass(frozen=True, eq=False)
+class EmbeddedImage:
+    """An image stored in the dataset itself (a Hugging Face `Image` feature), kept as its encoded bytes."""
+
+    data: bytes
+    name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<embedded {self.name or 'image'}>"
+
+
 @dataclass(frozen=True)
 class MediaRef:
     """One image or video a prompt refers to, with the budget it is decoded under."""
@@ -54,6 +65,8 @@ def _identity(source: Any) -> Any:
     if isinstance(source, Image.Image):
         # Datasets hand out a fresh PIL object per access, so identity must come from the pixels.
         return ("pil", source.size, source.mode, hashlib.blake2b(source.tobytes(), digest_size=16).hexdigest())
+    if isinstance(source, EmbeddedImage):
+        return ("embedded", hashlib.blake2b(source.data, digest_size=16).hexdigest())
     if isinstance(source, (list, tuple)):
         return tuple(_identity(s) for s in source)
     if isinstance(source, dict):
@@ -116,14 +129,15 @@ def _source(kind: str, value: Any, where: str) -> Any:
     Refused here, with the row's name, rather than as a bare TypeError from the decoder mid-step; and a source
     that passes has an exact identity (`MediaRef.key`), which a truncated repr of an array would not be.
     """
-    if isinstance(value, (str, os.PathLike, Image.Image)):
+    if isinstance(value, (str, os.PathLike, Image.Image, EmbeddedImage)):
         return value
     if _is_array(value) and len(value.shape) in (2, 3):
         return _array_image(value, kind, where)
     if kind == "video" and _is_array(value) and len(value.shape) == 4:  # (frames, H, W, C)
         return [_array_image(frame, kind, where) for frame in value]
     if kind == "video" and isinstance(value, (list, tuple)) and value:
-        return [f if isinstance(f, (str, os.PathLike, Image.Image)) else _array_image(f, kind, where) for f in value]
+        taken = (str, os.PathLike, Image.Image, EmbeddedImage)
+        return [f if isinstance(f, taken) else _array_image(f, kind, where) for f in value]
     video = ", a list of frames (paths, PIL images or arrays) or a (frames, H, W, 3) uint8 array" * (kind == "video")
     raise MediaError(
         f"{where}: a {kind} must be a path, a PIL image, an (H, W, 3) uint8 array{video} or a dict with 'path'; "
