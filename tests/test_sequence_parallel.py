@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import rows_for
 from test_distributed import launch
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from qwengrpo import QwenGRPOConfig
+from qwengrpo.media import MediaBudget, MediaResolver, VisionCache
+from qwengrpo.models.families import mm_token_type_ids
 from qwengrpo.models.packed_attention import _pieces, _torch_attend, build_layout, padded
 from qwengrpo.sequence_parallel import why_not_sequence_parallel
 
@@ -73,6 +76,27 @@ def test_a_single_rank_run_is_refused_by_the_trainer(tiny_models, tmp_path):
         )
     with pytest.raises(ValueError, match="sequence_parallel_size must be >= 1"):
         QwenGRPOConfig(output_dir=str(tmp_path), sequence_parallel_size=0)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_outputs_received_from_another_rank_feed_the_model_like_its_own(family, tiny_models, media_dir):
+    """Encoder outputs a rank receives (`VisionCache.put`) go where the encoder's own go; transformers 5.25 keeps
+    them in the model's output and turns that into tuples, which a plain dataclass of them could not follow."""
+    processor = AutoProcessor.from_pretrained(tiny_models[family])
+    model = AutoModelForImageTextToText.from_pretrained(tiny_models[family]).eval()
+    budget = MediaBudget(max_pixels=28 * 28 * 4, video_max_pixels=28 * 28 * 2, video_max_frames=4)
+    media = MediaResolver(processor, budget).resolve(rows_for("mixed", media_dir))
+    own, received = VisionCache(processor), VisionCache(processor)
+    with torch.no_grad():
+        own.encode(model, media)
+        for p in {id(p): p for row in media for p in (*row.images, *row.videos)}.values():
+            received.put(p, *own.output(p))
+        logits = []
+        for vision in (own, received):
+            inputs = processor.tokenizer.pad({"input_ids": [row.prompt_ids for row in media]}, return_tensors="pt")
+            mm_types = mm_token_type_ids(inputs["input_ids"], model.config)
+            logits.append(model(**inputs, mm_token_type_ids=mm_types, **vision.model_inputs(media)).logits)
+    torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=0)
 
 
 def test_padding_to_the_group_size_leaves_every_real_token_as_it_was():

@@ -13,15 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.utils import ModelOutput
 
 from .resolver import Processed, RowMedia, media_model_inputs
 
 
 @dataclass
-class _Encoded:
-    """Outputs received rather than encoded here, shaped as the encoder returns them (one medium)."""
+class EncoderOutputs(ModelOutput):
+    """Outputs received or sliced rather than encoded here, shaped as the model reads `mm_encoder_outputs[kind]`.
 
-    pooler_output: tuple[torch.Tensor, ...]
+    A `ModelOutput` because the model keeps what it is given in its own output (`image_outputs`, transformers 5.25)
+    and turns that into tuples.
+    """
+
+    pooler_output: tuple[torch.Tensor, ...] | None = None
     deepstack_features: list[tuple[torch.Tensor, ...]] | None = None
 
 
@@ -74,7 +79,7 @@ class VisionCache:
 
     def put(self, p: Processed, pooled: torch.Tensor, deepstack: list[torch.Tensor]) -> None:
         """Outputs for `p` encoded elsewhere (another rank of a sequence-parallel group)."""
-        self._store[id(p)] = (p, _Encoded((pooled,), [(d,) for d in deepstack] or None), 0)
+        self._store[id(p)] = (p, EncoderOutputs((pooled,), [(d,) for d in deepstack] or None), 0)
 
     def has(self, p: Processed) -> bool:
         return id(p) in self._store

@@ -14,25 +14,16 @@ gradient through the owner. Qwen3-VL's deepstack features travel with the pooled
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..media import VisionCache
+from ..media.encode import EncoderOutputs
 from ..media.resolver import Processed, RowMedia
 from ..models import dummy_vision_forward, vision_tower
 from .group import SequenceGroup
 from .rows import GroupChunk, local_key
 
 KINDS = ("image", "video")
-
-
-@dataclass
-class EncoderSlice:
-    """A slice's outputs of one kind, shaped as the model reads `mm_encoder_outputs[kind]`."""
-
-    pooler_output: tuple[torch.Tensor]
-    deepstack_features: list[tuple[torch.Tensor]] | None = None
 
 
 def encode_kinds(vision: VisionCache, model, media: list[Processed], stand_ins: bool) -> torch.Tensor | None:
@@ -116,7 +107,7 @@ def slice_outputs(
     like: torch.Tensor,
     deepstack: int,
     trainable: bool,
-) -> tuple[dict[str, EncoderSlice], torch.Tensor | None]:
+) -> tuple[dict[str, EncoderOutputs], torch.Tensor | None]:
     """Per kind, the outputs of this rank's slice of the packed row (slices of equal width, in rank order).
 
     `documents`: the chunk row whose media each document of the row carries; `placeholders[kind]`: the packed row's
@@ -157,7 +148,7 @@ def slice_outputs(
     for kind, rows in picked.items():
         if rows:
             parts = torch.stack(rows).chunk(1 + deepstack, dim=-1)
-            out[kind] = EncoderSlice((parts[0],), [(p,) for p in parts[1:]] if deepstack else None)
+            out[kind] = EncoderOutputs((parts[0],), [(p,) for p in parts[1:]] if deepstack else None)
     # Tied into the loss by the caller: a slice may take nothing from the exchange, but each rank's backward must
     # pass through it, since the exchange's backward is itself a collective.
     return out, received.sum() * 0.0
