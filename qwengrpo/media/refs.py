@@ -79,6 +79,8 @@ def label(source: Any) -> str:
         return str(source)
     if isinstance(source, Image.Image):
         return f"<in-memory image {source.size[0]}x{source.size[1]}>"
+    if isinstance(source, EmbeddedImage):
+        return repr(source)
     if isinstance(source, (list, tuple)):
         return f"<{len(source)} frames{': ' + label(source[0]) + ', ...' if source else ''}>"
     return f"<{type(source).__name__}>"
@@ -140,9 +142,13 @@ def _source(kind: str, value: Any, where: str) -> Any:
         return [f if isinstance(f, taken) else _array_image(f, kind, where) for f in value]
     video = ", a list of frames (paths, PIL images or arrays) or a (frames, H, W, 3) uint8 array" * (kind == "video")
     raise MediaError(
-        f"{where}: a {kind} must be a path, a PIL image, an (H, W, 3) uint8 array{video} or a dict with 'path'; "
+        f"{where}: {_a(kind)} must be a path, a PIL image, an (H, W, 3) uint8 array{video} or a dict with 'path'; "
         f"got {type(value).__name__}"
     )
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind == "image" else f"a {kind}"
 
 
 def _is_array(value: Any) -> bool:
@@ -153,7 +159,7 @@ def _array_image(value: Any, kind: str, where: str) -> Image.Image:
     array = np.asarray(value)
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise MediaError(
-            f"{where}: a {kind} given as an array must be (H, W), (H, W, 3) or (H, W, 4) uint8 pixels, "
+            f"{where}: {_a(kind)} given as an array must be (H, W), (H, W, 3) or (H, W, 4) uint8 pixels, "
             f"got shape {tuple(array.shape)} dtype {array.dtype}"
         )
     return Image.fromarray(array)
