@@ -107,9 +107,27 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read a recipe YAML, apply `--set` overrides and check every key."""
-    return recipe_from_dict(apply_overrides(read_yaml(path), list(overrides)), str(path))
+def load_recipe(path: str | Path, overrides: list[str] = (), one_process: bool = False) -> Recipe:
+    """Read a recipe YAML, apply `--set` overrides and check every key (as one process runs it: `one_process`)."""
+    raw = apply_overrides(read_yaml(path), list(overrides))
+    return recipe_from_dict(in_one_process(raw) if one_process else raw, str(path))
+
+
+def in_one_process(raw: dict[str, Any]) -> dict[str, Any]:
+    """A recipe written for groups of ranks, as one process runs it: that process holds the whole group's rows.
+
+    With `sequence_parallel_size: N` each rank holds 1/N of a prompt's completions, which TRL's batch checks refuse
+    in one process; checking, previewing or evaluating it splits no sequence, so one process takes the N ranks' rows.
+    """
+    n = raw.get("sequence_parallel_size", 1)
+    if not isinstance(n, int) or n <= 1:
+        return raw
+    from .config import QwenGRPOConfig  # only the GRPO trainer splits sequences
+
+    defaults = {f.name: f.default for f in fields(QwenGRPOConfig)}
+    sizes = {k: raw.get(k, defaults[k]) * n for k in ("per_device_train_batch_size", "per_device_eval_batch_size")}
+    logger.info("sequence_parallel_size %d: one process holds its %d ranks' rows (%s)", n, n, sizes)
+    return {**raw, **sizes, "sequence_parallel_size": 1}
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", need_model: bool = True) -> Recipe:

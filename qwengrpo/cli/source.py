@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import fields
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(args: argparse.Namespace, need_model: bool = False):
     """The recipe the command works on, with `--set` and the flags applied (flags last)."""
-    from ..recipe import apply_overrides, read_yaml, recipe_from_dict
+    from ..recipe import apply_overrides, in_one_process, read_yaml, recipe_from_dict
 
     is_recipe = args.source.endswith((".yaml", ".yml"))
     # A data file is a recipe with only a dataset section; its rejects go under ./outputs as before.
@@ -53,24 +52,7 @@ def recipe_from_args(args: argparse.Namespace, need_model: bool = False):
         raw["model_name_or_path"] = args.model
     if args.max_prompt_tokens is not None:
         raw["max_prompt_tokens"] = args.max_prompt_tokens
-    return recipe_from_dict(one_process(raw), args.source, need_model=need_model)
-
-
-def one_process(raw: dict[str, Any]) -> dict[str, Any]:
-    """A recipe written for groups of ranks, as one process runs it: that process holds the whole group's rows.
-
-    With `sequence_parallel_size: N` each rank holds 1/N of a prompt's completions, which TRL's batch checks refuse
-    in one process; these commands neither split sequences nor train, so one process takes the N ranks' rows.
-    """
-    n = raw.get("sequence_parallel_size", 1)
-    if not isinstance(n, int) or n <= 1:
-        return raw
-    from ..config import QwenGRPOConfig  # only the GRPO trainer splits sequences
-
-    defaults = {f.name: f.default for f in fields(QwenGRPOConfig)}
-    sizes = {k: raw.get(k, defaults[k]) * n for k in ("per_device_train_batch_size", "per_device_eval_batch_size")}
-    logger.info("sequence_parallel_size %d: one process holds its %d ranks' rows (%s)", n, n, sizes)
-    return {**raw, **sizes, "sequence_parallel_size": 1}
+    return recipe_from_dict(in_one_process(raw), args.source, need_model=need_model)
 
 
 def processor_for(model: str | None):
